@@ -1,0 +1,1 @@
+"""absl entry points for f2p experiments."""

@@ -1,0 +1,1 @@
+"""f2p: Fail2Progress in JAX."""

@@ -1,0 +1,1 @@
+"""I/O of the core: orbax checkpoints, .npz dataset shards, metric writers."""

@@ -1,0 +1,286 @@
+"""RBF and IMQ kernels over particle pytrees, and the exact median-heuristic bandwidth."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-negative float
+_SORT_MEDIAN_MAX_PARTICLES = 64  # below this a sort of the N(N-1)/2 values is the cheaper exact way
+_COUNT_BITS = 8  # bits per packed count: rows of at most 255 values, 4 counts in one uint32
+_NUM_THRESHOLDS = 4
+_EXTRACT = 64  # a bracket this small is read with one top_k instead of more passes
+
+
+def flatten_particles(particles: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
+    """Flattens a particle pytree whose leaves share a leading axis N into a [N, D] matrix.
+
+    Args:
+      particles: pytree of arrays, each [N, ...].
+
+    Returns:
+      (x, unflatten): x is [N, D] (D = sum of the per-particle leaf sizes, leaves concatenated
+      in tree order); unflatten maps any [N, D] array back to a pytree shaped like `particles`.
+    """
+    leaves, treedef = jax.tree.flatten(particles)
+    if not leaves:
+        raise ValueError("particles: empty pytree; expected arrays with a leading particle axis")
+    leaves = [jnp.asarray(leaf) for leaf in leaves]
+    if any(leaf.ndim == 0 for leaf in leaves):
+        raise ValueError("particles: every leaf needs a leading particle axis N")
+    num = leaves[0].shape[0]
+    if any(leaf.shape[0] != num for leaf in leaves):
+        shapes = [leaf.shape for leaf in leaves]
+        raise ValueError(f"particles: leaves disagree on the particle axis N: {shapes}")
+    if num == 0:
+        raise ValueError("particles: the particle set is empty (N = 0)")
+    shapes = [leaf.shape[1:] for leaf in leaves]
+    sizes = [math.prod(shape) for shape in shapes]
+    dtype = jnp.result_type(*leaves)
+    x = jnp.concatenate([leaf.reshape(num, -1).astype(dtype) for leaf in leaves], axis=1)
+
+    def unflatten(flat: jax.Array) -> Any:
+        parts = jnp.split(flat, np.cumsum(sizes)[:-1], axis=-1)
+        return treedef.unflatten([
+            part.reshape(part.shape[:-1] + shape).astype(leaf.dtype)
+            for part, shape, leaf in zip(parts, shapes, leaves, strict=True)
+        ])
+
+    return x, unflatten
+
+
+def pairwise_sq_dists(x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+    """Squared Euclidean distances [N, M] via |x|^2 + |y|^2 - 2 x y^T (one matmul, no N x M x D).
+
+    Cancellation in the identity can make tiny distances slightly negative: they are clamped to 0,
+    and with y omitted (distances within one set) the diagonal is set to exactly 0.
+    """
+    x_sq = jnp.sum(x * x, axis=-1)
+    if y is None:
+        sq = x_sq[:, None] + x_sq[None, :] - 2.0 * (x @ x.T)
+        sq = jnp.maximum(sq, 0.0)
+        return jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, sq)
+    y_sq = jnp.sum(y * y, axis=-1)
+    return jnp.maximum(x_sq[:, None] + y_sq[None, :] - 2.0 * (x @ y.T), 0.0)
+
+
+def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
+    """Exact median of the N(N-1)/2 values sq_dists[i, j], i < j (NumPy's np.median convention).
+
+    For small N this sorts the upper triangle. For larger N it selects without sorting: the
+    float32 bit patterns of non-negative numbers are ordered like the numbers, so the two middle
+    order statistics are bracketed by an integer interval [lo, hi) narrowed with counting passes
+    over the full symmetric matrix (each off-diagonal value appears twice there and the N
+    diagonal zeros lie below everything). Each pass counts four thresholds at once, packed as
+    8-bit counts into one uint32 per row of 255 values, so it costs about one read of the
+    matrix. Thresholds come from a sorted sample, then from interpolation of the ranks. Once the
+    bracket holds at most _EXTRACT values they are pulled out with one top_k and read directly.
+
+    Args:
+      sq_dists: [N, N] symmetric, non-negative, zero diagonal, finite.
+
+    Returns:
+      Scalar: the median (mean of the two middle values when N(N-1)/2 is even).
+    """
+    num = sq_dists.shape[0]
+    if num < 2:
+        raise ValueError(f"sq_dists: need at least 2 particles for a median, got N={num}")
+    num_pairs = num * (num - 1) // 2
+    low_rank, high_rank = (num_pairs - 1) // 2, num_pairs // 2
+    if num < _SORT_MEDIAN_MAX_PARTICLES:
+        rows, cols = np.triu_indices(num, 1)
+        ordered = jnp.sort(sq_dists[rows, cols])
+        return 0.5 * (ordered[low_rank] + ordered[high_rank])
+    # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
+    bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
+    rows = _count_rows(bits)
+    # Condensed rank r <-> rank num + 2r in the full matrix (N zeros, then every value twice).
+    ranks = (num + 2 * low_rank, num + 2 * high_rank)
+    bracket = _narrow(rows, ranks, _sample(bits))
+    as_float = lambda b: jax.lax.bitcast_convert_type(b, jnp.float32)  # noqa: E731
+
+    def read_extracted():
+        # The <= _EXTRACT bracket entries lie in at most _EXTRACT rows: find those rows with one
+        # counting pass, gather them, and read the entries (a full-size top_k costs far more).
+        inside = (rows >= bracket.lo) & (rows < bracket.hi)
+        per_row = jnp.sum(inside, axis=1, dtype=jnp.int32)
+        row_ids = jax.lax.top_k(per_row.astype(jnp.float32), min(_EXTRACT, rows.shape[0]))[1]
+        picked = rows[row_ids]
+        picked = jnp.where((picked >= bracket.lo) & (picked < bracket.hi), picked, _INF_BITS)
+        # Float top_k: XLA's CPU top_k is fast for floats but sorts everything for ints.
+        smallest = -jax.lax.top_k(-as_float(picked.reshape(-1)), _EXTRACT)[0]
+        return smallest[ranks[0] - bracket.count_lo], smallest[ranks[1] - bracket.count_lo]
+
+    def read_tie():  # hi = lo + 1: every value in the bracket is lo
+        return as_float(bracket.lo), as_float(bracket.lo)
+
+    low, high = jax.lax.cond(bracket.count_hi - bracket.count_lo <= _EXTRACT,
+                             read_extracted, read_tie)
+    return 0.5 * (low + high)
+
+
+def _count_rows(bits: jax.Array) -> jax.Array:
+    """Reshapes the N x N bits into rows of at most 255 entries (8-bit counts cannot overflow).
+
+    A row length that divides N^2 avoids a padded copy; otherwise rows of 255 are padded with
+    +inf patterns, which no threshold counts.
+    """
+    flat = bits.reshape(-1)
+    limit = 2**_COUNT_BITS - 1
+    length = next((n for n in range(limit, 63, -1) if flat.shape[0] % n == 0), limit)
+    flat = jnp.pad(flat, (0, (-flat.shape[0]) % length), constant_values=_INF_BITS)
+    return flat.reshape(-1, length)
+
+
+def _sample(bits: jax.Array, size: int = 1024) -> jax.Array:
+    """A sorted, deterministic sample of off-diagonal entries (strided over the upper triangle)."""
+    num = bits.shape[0]
+    rows, cols = np.triu_indices(num, 1)
+    pick = np.linspace(0, rows.shape[0] - 1, min(size, rows.shape[0])).astype(np.int64)
+    return jnp.sort(bits[rows[pick], cols[pick]])
+
+
+def _count_below(rows: jax.Array, thresholds: jax.Array) -> jax.Array:
+    """Counts of entries < each of 4 thresholds, in one pass (8-bit counts packed per row).
+
+    The four indicators are packed into one uint32 per entry before a single row reduction:
+    XLA on CPU fuses one reduction well but not four sibling ones.
+    """
+    packed = sum(
+        (rows < thresholds[index]).astype(jnp.uint32) << (_COUNT_BITS * index)
+        for index in range(_NUM_THRESHOLDS))
+    per_row = jnp.sum(packed, axis=1, dtype=jnp.uint32)
+    shifts = jnp.arange(_NUM_THRESHOLDS, dtype=jnp.uint32) * _COUNT_BITS
+    counts = (per_row[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1)
+    return jnp.sum(counts.astype(jnp.int32), axis=0)
+
+
+class _Bracket(NamedTuple):
+    lo: jax.Array  # count_below(lo) <= low rank
+    hi: jax.Array  # count_below(hi) > high rank
+    count_lo: jax.Array
+    count_hi: jax.Array
+    stalled: jax.Array  # the last pass did not halve the count inside: bisect next
+
+
+def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Bracket:
+    """Narrows [lo, hi) around both ranks until it holds <= _EXTRACT entries or one value."""
+    low_rank, high_rank = ranks
+    total, size = rows.size, sample.shape[0]
+    fraction = (low_rank + high_rank + 1) / (2 * total)
+    spread = 3.0 * math.sqrt(fraction * (1 - fraction) * size) + 2
+    at = lambda k: sample[int(min(max(k, 0), size - 1))]  # noqa: E731
+    first = jnp.stack([at(fraction * size - spread), at(fraction * size - 1),
+                       at(fraction * size + 1) + 1, at(fraction * size + spread) + 1])
+
+    def update(bracket: _Bracket, thresholds: jax.Array) -> _Bracket:
+        counts = _count_below(rows, thresholds.astype(jnp.int32))
+        lo_candidates = jnp.where(counts <= low_rank, thresholds, bracket.lo)
+        hi_candidates = jnp.where(counts > high_rank, thresholds, bracket.hi)
+        best_lo, best_hi = jnp.argmax(lo_candidates), jnp.argmin(hi_candidates)
+        take_lo = lo_candidates[best_lo] > bracket.lo
+        take_hi = hi_candidates[best_hi] < bracket.hi
+        count_lo = jnp.where(take_lo, counts[best_lo], bracket.count_lo)
+        count_hi = jnp.where(take_hi, counts[best_hi], bracket.count_hi)
+        inside_before = bracket.count_hi - bracket.count_lo
+        return _Bracket(
+            lo=jnp.where(take_lo, lo_candidates[best_lo], bracket.lo),
+            hi=jnp.where(take_hi, hi_candidates[best_hi], bracket.hi),
+            count_lo=count_lo, count_hi=count_hi,
+            stalled=2 * (count_hi - count_lo) > inside_before)
+
+    def next_thresholds(bracket: _Bracket) -> jax.Array:
+        span = (bracket.hi - bracket.lo).astype(jnp.float32)
+        inside = (bracket.count_hi - bracket.count_lo).astype(jnp.float32)
+        target = 0.5 * (low_rank + high_rank + 1) - bracket.count_lo.astype(jnp.float32)
+        # Offsets from lo in float (small); lo itself stays int (float32 cannot hold ~1e9 bits).
+        interp = target / inside * span
+        # Aim for ~_EXTRACT / 2 entries between the inner pair; the outer pair (and a floor of
+        # span / 512) absorbs the interpolation error of a curved distribution.
+        delta = jnp.maximum(span * (_EXTRACT / 4) / inside, jnp.maximum(span / 512, 1.0))
+        guided = jnp.stack([interp - 8 * delta, interp - delta, interp + delta, interp + 8 * delta])
+        quartiles = span * jnp.array([0.25, 0.5, 0.75, 0.0]) + jnp.array([0.0, 0.0, 0.0, interp])
+        offsets = jnp.where(bracket.stalled, quartiles, guided)
+        offsets = jnp.clip(jnp.round(offsets), 1.0, jnp.maximum(span - 1.0, 1.0))
+        return bracket.lo + offsets.astype(jnp.int32)
+
+    start = _Bracket(jnp.int32(0), jnp.int32(_INF_BITS), jnp.int32(0), jnp.int32(total),
+                     jnp.bool_(False))
+    bracket = update(start, first)
+    return jax.lax.while_loop(
+        lambda b: (b.hi - b.lo > 1) & (b.count_hi - b.count_lo > _EXTRACT),
+        lambda b: update(b, next_thresholds(b)), bracket)
+
+
+def median_bandwidth(sq_dists: jax.Array) -> jax.Array:
+    """Median heuristic of Liu & Wang (2016): h = med^2 / log(N + 1).
+
+    med^2 is taken as the exact median of the squared pairwise distances (i < j). With
+    k(x, y) = exp(-|x - y|^2 / h), a particle then sees sum_j k(x_i, x_j) ~ 1 + N * 1/(N+1): its
+    own term balanced against the others', which is the point of the rule.
+    """
+    num = sq_dists.shape[0]
+    median = median_pairwise_sq_dist(sq_dists)
+    # A collapsed particle set has median 0; a floor keeps the kernel finite (and h > 0).
+    return jnp.maximum(median, 1e-12) / math.log(num + 1)
+
+
+class KernelFn(NamedTuple):
+    """A stationary kernel k(s) of the squared distance s, with its derivative dk/ds."""
+
+    value: Callable[[jax.Array, jax.Array], jax.Array]  # (sq_dists, bandwidth) -> k
+    d_value: Callable[[jax.Array, jax.Array], jax.Array]  # (sq_dists, bandwidth) -> dk/ds
+
+
+def _rbf_value(sq_dists, bandwidth):
+    return jnp.exp(-sq_dists / bandwidth)
+
+
+def _rbf_d_value(sq_dists, bandwidth):
+    return -jnp.exp(-sq_dists / bandwidth) / bandwidth
+
+
+IMQ_BETA = -0.5
+
+
+def _imq_value(sq_dists, bandwidth):
+    return (1.0 + sq_dists / bandwidth) ** IMQ_BETA
+
+
+def _imq_d_value(sq_dists, bandwidth):
+    return IMQ_BETA / bandwidth * (1.0 + sq_dists / bandwidth) ** (IMQ_BETA - 1.0)
+
+
+KERNELS = {
+    "rbf": KernelFn(_rbf_value, _rbf_d_value),  # exp(-s / h)
+    "imq": KernelFn(_imq_value, _imq_d_value),  # (1 + s / h)^(-1/2)
+}
+
+
+def get_kernel(name: str) -> KernelFn:
+    """Returns the kernel registered under `name`, or raises listing the allowed names."""
+    if name not in KERNELS:
+        raise ValueError(f"kernel: unknown name {name!r}; allowed: {', '.join(KERNELS)}")
+    return KERNELS[name]
+
+
+def gram(x: Any, y: Any = None, bandwidth: float | jax.Array | None = None,
+         kernel: str = "rbf") -> jax.Array:
+    """Gram matrix [N, M] between two particle pytrees (y defaults to x).
+
+    Args:
+      x, y: particle pytrees with leading axes N and M.
+      bandwidth: h > 0, or None for the median heuristic of x against itself.
+      kernel: a name in KERNELS.
+    """
+    kernel_fn = get_kernel(kernel)
+    x_flat, _ = flatten_particles(x)
+    sq_self = pairwise_sq_dists(x_flat)
+    sq = sq_self if y is None else pairwise_sq_dists(x_flat, flatten_particles(y)[0])
+    h = median_bandwidth(sq_self) if bandwidth is None else jnp.asarray(bandwidth, sq.dtype)
+    return kernel_fn.value(sq, h)

@@ -1,0 +1,28 @@
+import json
+import os
+
+from experiments import svgd_benchmark
+from experiments.configs import svgd_benchmark as benchmark_config
+
+
+def test_tiny_benchmark_writes_results(tmp_path):
+    config = benchmark_config.get_config("tiny")
+    results = svgd_benchmark.run_benchmark(config, str(tmp_path))
+    for name in ("results.json", "results.md", "step_time.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    rows = results["rows"]
+    assert {row["implementation"] for row in rows} == {"f2p", "numpy", "blackjax"}
+    assert all(row["agrees"] for row in rows)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["environment"]["versions"]["jax"] == "0.10.1"
+    assert saved["matmul_peak_flops"] > 0
+
+
+def test_tiny_demo_shows_collapse(tmp_path):
+    config = benchmark_config.get_config("tiny")
+    config.demo.num_steps = 300
+    results = svgd_benchmark.run_demo(config, str(tmp_path))
+    by_name = {row["generator"]: row for row in results["rows"]}
+    assert by_name["svgd"]["within_mode_std"] > 0.4
+    assert by_name["gradient"]["within_mode_std"] < 0.1
+    assert os.path.getsize(tmp_path / "demo.png") > 0
