@@ -14,7 +14,7 @@ _INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-ne
 _SORT_MEDIAN_MAX_PARTICLES = 64  # below this a sort of the N(N-1)/2 values is the cheaper exact way
 _COUNT_BITS = 8  # bits per packed count: rows of at most 255 values, 4 counts in one uint32
 _NUM_THRESHOLDS = 4
-_EXTRACT = 64  # a bracket this small is read with one top_k instead of more passes
+_EXTRACT = 512  # a bracket this small is read with one top_k instead of more passes
 
 
 def flatten_particles(particles: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
@@ -76,10 +76,12 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     float32 bit patterns of non-negative numbers are ordered like the numbers, so the two middle
     order statistics are bracketed by an integer interval [lo, hi) narrowed with counting passes
     over the full symmetric matrix (each off-diagonal value appears twice there and the N
-    diagonal zeros lie below everything). Each pass counts four thresholds at once, packed as
-    8-bit counts into one uint32 per row of 255 values, so it costs about one read of the
-    matrix. Thresholds come from a sorted sample, then from interpolation of the ranks. Once the
-    bracket holds at most _EXTRACT values they are pulled out with one top_k and read directly.
+    diagonal zeros lie below everything). A pass counts four thresholds at once, packed as
+    8-bit counts into one uint32 per row of at most 255 values, so it costs one read of the
+    matrix; the first thresholds come from a sorted sample, later ones from interpolating the
+    ranks. The per-row counts at lo and hi show which rows hold the last <= _EXTRACT bracket
+    entries; those rows are gathered and the two values read with a small top_k. Typically
+    three passes in all, where a sort would cost ~100 passes' worth of time on CPU.
 
     Args:
       sq_dists: [N, N] symmetric, non-negative, zero diagonal, finite.
@@ -96,7 +98,9 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
         rows, cols = np.triu_indices(num, 1)
         ordered = jnp.sort(sq_dists[rows, cols])
         return 0.5 * (ordered[low_rank] + ordered[high_rank])
-    # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
+    # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern. Both the
+    # bitcast and the max fuse into each pass, so no copy of the matrix is made (when N^2 has a
+    # divisor in [64, 255]; otherwise rows are padded once).
     bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
     rows = _count_rows(bits)
     # Condensed rank r <-> rank num + 2r in the full matrix (N zeros, then every value twice).
@@ -105,11 +109,9 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     as_float = lambda b: jax.lax.bitcast_convert_type(b, jnp.float32)  # noqa: E731
 
     def read_extracted():
-        # The <= _EXTRACT bracket entries lie in at most _EXTRACT rows: find those rows with one
-        # counting pass, gather them, and read the entries (a full-size top_k costs far more).
-        inside = (rows >= bracket.lo) & (rows < bracket.hi)
-        per_row = jnp.sum(inside, axis=1, dtype=jnp.int32)
-        row_ids = jax.lax.top_k(per_row.astype(jnp.float32), min(_EXTRACT, rows.shape[0]))[1]
+        # The <= _EXTRACT bracket entries lie in at most _EXTRACT rows: gather those rows.
+        in_row = (bracket.row_count_hi - bracket.row_count_lo).astype(jnp.float32)
+        row_ids = jax.lax.top_k(in_row, min(_EXTRACT, rows.shape[0]))[1]
         picked = rows[row_ids]
         picked = jnp.where((picked >= bracket.lo) & (picked < bracket.hi), picked, _INF_BITS)
         # Float top_k: XLA's CPU top_k is fast for floats but sorts everything for ints.
@@ -127,7 +129,7 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
 def _count_rows(bits: jax.Array) -> jax.Array:
     """Reshapes the N x N bits into rows of at most 255 entries (8-bit counts cannot overflow).
 
-    A row length that divides N^2 avoids a padded copy; otherwise rows of 255 are padded with
+    A row length that divides N^2 keeps the reshape free; otherwise rows of 255 are padded with
     +inf patterns, which no threshold counts.
     """
     flat = bits.reshape(-1)
@@ -137,7 +139,7 @@ def _count_rows(bits: jax.Array) -> jax.Array:
     return flat.reshape(-1, length)
 
 
-def _sample(bits: jax.Array, size: int = 1024) -> jax.Array:
+def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
     """A sorted, deterministic sample of off-diagonal entries (strided over the upper triangle)."""
     num = bits.shape[0]
     rows, cols = np.triu_indices(num, 1)
@@ -145,8 +147,8 @@ def _sample(bits: jax.Array, size: int = 1024) -> jax.Array:
     return jnp.sort(bits[rows[pick], cols[pick]])
 
 
-def _count_below(rows: jax.Array, thresholds: jax.Array) -> jax.Array:
-    """Counts of entries < each of 4 thresholds, in one pass (8-bit counts packed per row).
+def _count_below(rows: jax.Array, thresholds: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-row counts [R, 4] and totals [4] of entries < each of 4 thresholds, in one pass.
 
     The four indicators are packed into one uint32 per entry before a single row reduction:
     XLA on CPU fuses one reduction well but not four sibling ones.
@@ -156,8 +158,9 @@ def _count_below(rows: jax.Array, thresholds: jax.Array) -> jax.Array:
         for index in range(_NUM_THRESHOLDS))
     per_row = jnp.sum(packed, axis=1, dtype=jnp.uint32)
     shifts = jnp.arange(_NUM_THRESHOLDS, dtype=jnp.uint32) * _COUNT_BITS
-    counts = (per_row[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1)
-    return jnp.sum(counts.astype(jnp.int32), axis=0)
+    row_counts = ((per_row[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1))
+    row_counts = row_counts.astype(jnp.int32)
+    return row_counts, jnp.sum(row_counts, axis=0)
 
 
 class _Bracket(NamedTuple):
@@ -165,6 +168,8 @@ class _Bracket(NamedTuple):
     hi: jax.Array  # count_below(hi) > high rank
     count_lo: jax.Array
     count_hi: jax.Array
+    row_count_lo: jax.Array  # [R] per-row count_below(lo)
+    row_count_hi: jax.Array  # [R] per-row count_below(hi)
     stalled: jax.Array  # the last pass did not halve the count inside: bisect next
 
 
@@ -173,13 +178,14 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
     low_rank, high_rank = ranks
     total, size = rows.size, sample.shape[0]
     fraction = (low_rank + high_rank + 1) / (2 * total)
-    spread = 3.0 * math.sqrt(fraction * (1 - fraction) * size) + 2
+    sigma = math.sqrt(fraction * (1 - fraction) * size)  # sample-rank spread of the target
     at = lambda k: sample[int(min(max(k, 0), size - 1))]  # noqa: E731
-    first = jnp.stack([at(fraction * size - spread), at(fraction * size - 1),
-                       at(fraction * size + 1) + 1, at(fraction * size + spread) + 1])
+    centre = fraction * size
+    first = jnp.stack([at(centre - 3 * sigma - 1), at(centre - sigma - 1),
+                       at(centre + sigma + 1) + 1, at(centre + 3 * sigma + 1) + 1])
 
     def update(bracket: _Bracket, thresholds: jax.Array) -> _Bracket:
-        counts = _count_below(rows, thresholds.astype(jnp.int32))
+        row_counts, counts = _count_below(rows, thresholds.astype(jnp.int32))
         lo_candidates = jnp.where(counts <= low_rank, thresholds, bracket.lo)
         hi_candidates = jnp.where(counts > high_rank, thresholds, bracket.hi)
         best_lo, best_hi = jnp.argmax(lo_candidates), jnp.argmin(hi_candidates)
@@ -187,29 +193,54 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
         take_hi = hi_candidates[best_hi] < bracket.hi
         count_lo = jnp.where(take_lo, counts[best_lo], bracket.count_lo)
         count_hi = jnp.where(take_hi, counts[best_hi], bracket.count_hi)
-        inside_before = bracket.count_hi - bracket.count_lo
         return _Bracket(
             lo=jnp.where(take_lo, lo_candidates[best_lo], bracket.lo),
             hi=jnp.where(take_hi, hi_candidates[best_hi], bracket.hi),
             count_lo=count_lo, count_hi=count_hi,
-            stalled=2 * (count_hi - count_lo) > inside_before)
+            row_count_lo=jnp.where(take_lo, row_counts[:, best_lo], bracket.row_count_lo),
+            row_count_hi=jnp.where(take_hi, row_counts[:, best_hi], bracket.row_count_hi),
+            stalled=2 * (count_hi - count_lo) > bracket.count_hi - bracket.count_lo)
+
+    def rank_to_offset(bracket: _Bracket, wanted: jax.Array) -> jax.Array:
+        """Bit offsets from lo expected to have `wanted` entries below, interpolated on knots.
+
+        Knots: (count_lo, 0), the sample values inside [lo, hi) at evenly spread ranks, and
+        (count_hi, span). Sample values follow the clusters of the distribution, so gaps
+        between clusters (a bimodal particle set) do not fool the interpolation.
+        """
+        span = (bracket.hi - bracket.lo).astype(jnp.float32)
+        first_in = jnp.searchsorted(sample, bracket.lo, side="left")
+        num_in = jnp.searchsorted(sample, bracket.hi, side="left") - first_in
+        index = jnp.arange(size)
+        share = (index - first_in + 0.5) / jnp.maximum(num_in, 1)
+        knot_ranks = bracket.count_lo + jnp.clip(share, 0.0, 1.0) * (
+            bracket.count_hi - bracket.count_lo)
+        # Offsets from lo in float (small); lo itself stays int (float32 cannot hold ~1e9 bits).
+        knot_offsets = jnp.clip((sample - bracket.lo).astype(jnp.float32), 0.0, span)
+        ranks_axis = jnp.concatenate([bracket.count_lo[None], knot_ranks,
+                                      bracket.count_hi[None]]).astype(jnp.float32)
+        offsets_axis = jnp.concatenate([jnp.zeros(1), knot_offsets, span[None]])
+        return jnp.interp(wanted, ranks_axis, offsets_axis)
 
     def next_thresholds(bracket: _Bracket) -> jax.Array:
-        span = (bracket.hi - bracket.lo).astype(jnp.float32)
         inside = (bracket.count_hi - bracket.count_lo).astype(jnp.float32)
-        target = 0.5 * (low_rank + high_rank + 1) - bracket.count_lo.astype(jnp.float32)
-        # Offsets from lo in float (small); lo itself stays int (float32 cannot hold ~1e9 bits).
-        interp = target / inside * span
-        # Aim for ~_EXTRACT / 2 entries between the inner pair; the outer pair (and a floor of
-        # span / 512) absorbs the interpolation error of a curved distribution.
-        delta = jnp.maximum(span * (_EXTRACT / 4) / inside, jnp.maximum(span / 512, 1.0))
-        guided = jnp.stack([interp - 8 * delta, interp - delta, interp + delta, interp + 8 * delta])
-        quartiles = span * jnp.array([0.25, 0.5, 0.75, 0.0]) + jnp.array([0.0, 0.0, 0.0, interp])
-        offsets = jnp.where(bracket.stalled, quartiles, guided)
+        target = 0.5 * (low_rank + high_rank + 1)
+        # Inner pair ~_EXTRACT / 2 entries apart (or a fraction of the bracket while the knots
+        # are coarse); outer pair 8x wider, for interpolation error. After a pass that did
+        # not halve the bracket, split it into rank quartiles instead.
+        step = jnp.maximum(_EXTRACT / 4, inside / 64)
+        guided = target + step * jnp.array([-8.0, -1.0, 1.0, 8.0])
+        quartiles = bracket.count_lo + inside * jnp.array([0.25, 0.5, 0.75, 0.0]) + jnp.array(
+            [0.0, 0.0, 0.0, target - bracket.count_lo])
+        wanted = jnp.where(bracket.stalled, quartiles, guided)
+        offsets = rank_to_offset(bracket, wanted)
+        span = (bracket.hi - bracket.lo).astype(jnp.float32)
         offsets = jnp.clip(jnp.round(offsets), 1.0, jnp.maximum(span - 1.0, 1.0))
         return bracket.lo + offsets.astype(jnp.int32)
 
+    no_rows = jnp.zeros(rows.shape[0], jnp.int32)
     start = _Bracket(jnp.int32(0), jnp.int32(_INF_BITS), jnp.int32(0), jnp.int32(total),
+                     no_rows, jnp.full(rows.shape[0], rows.shape[1], jnp.int32),
                      jnp.bool_(False))
     bracket = update(start, first)
     return jax.lax.while_loop(
