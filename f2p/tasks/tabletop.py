@@ -1,0 +1,189 @@
+"""Hierarchical tabletop organisation: items into their cups, cups in a row on table B."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Scene, Skill, make_scene
+from f2p.tasks import layout
+from f2p.tasks.base import FIXTURE_SLOT, Goal, SkeletonStep, Task, make_skill, push_params
+
+TABLE_B_HALF = (0.20, 0.25, 0.05)
+TABLE_B_POS = (0.55, 0.35, 0.05)
+"""Table B spans x 0.35..0.75, y 0.10..0.60, top at z = 0.10."""
+FLOOR_A_LOW, FLOOR_A_HIGH = (0.35, -0.60), (0.75, -0.05)
+"""Table A is this region of the ground, right of the robot, 15 cm from table B."""
+ON_TABLE_B_PROB = 0.25
+"""Chance that a cup or a free item starts on table B instead of table A."""
+MOVE_LOADED_PROB = 0.7
+"""OOD skill distribution: chance of moving a loaded cup (its contents ride along)."""
+CARRIED_DISTANCE = 0.03
+"""A content object counts as carried when it moved this far in xy (metres)."""
+
+
+def num_cups(num_movable: int) -> int:
+    """Return the cups per scene: 2, 3, 4 for 3, 5, 7 movables (one cup always stays empty)."""
+    return (num_movable + 1) // 2
+
+
+class TabletopTask(Task):
+    """Cups (containers) and small items start on table A (the ground, right of the robot).
+
+    Goal: item k inside cup k, and every cup on table B (slot 0) in a row along +y: cup c + 1
+    left of cup c, not in front of or behind it. Slots: 0 table B, 1..C cups, C+1..n items.
+    Training scenes never hold an item in a cup, so the base model never sees a loaded cup
+    move; OOD scenes start with at least one item in its cup and their skills mostly move a
+    loaded cup.
+    """
+
+    name = "tabletop"
+    description = "hierarchical tabletop organisation"
+
+    def _sample_scene(self, rng, num_movable, split):
+        for _ in range(20):
+            try:
+                return self._layout(rng, num_movable, split)
+            except layout.LayoutError:
+                continue
+        raise layout.LayoutError("tabletop: could not lay out a scene in 20 attempts")
+
+    def _layout(self, rng: np.random.Generator, num_movable: int, split: str) -> Scene:
+        cups = num_cups(num_movable)
+        items = num_movable - cups
+        cup_half = np.column_stack([rng.uniform(0.044, 0.05, (cups, 2)),
+                                    rng.uniform(0.035, 0.045, cups)])
+        item_half = np.column_stack([rng.uniform(0.016, 0.022, (items, 2)),
+                                     rng.uniform(0.02, 0.035, items)])
+        cup_yaw = rng.uniform(-0.25, 0.25, cups)
+        item_yaw = rng.uniform(-0.6, 0.6, items)
+        loaded = np.zeros(items, bool)
+        if split == "ood":
+            loaded = rng.random(items) < 0.5
+            loaded[rng.integers(items)] = True
+        table_top = TABLE_B_POS[2] + TABLE_B_HALF[2]
+        table_low = np.asarray(TABLE_B_POS[:2]) - TABLE_B_HALF[:2]
+        table_high = np.asarray(TABLE_B_POS[:2]) + TABLE_B_HALF[:2]
+        occupied = {"a": [], "b": []}
+        cup_on_b = rng.random(cups) < ON_TABLE_B_PROB
+        cup_pos = np.zeros((cups, 3))
+        for c in range(cups):
+            where = "b" if cup_on_b[c] else "a"
+            low, high = (table_low, table_high) if cup_on_b[c] else (FLOOR_A_LOW, FLOOR_A_HIGH)
+            cup_pos[c, :2] = layout.scatter(rng, cup_half[c:c + 1], cup_yaw[c:c + 1], low, high,
+                                            occupied[where])[0]
+            base = table_top if cup_on_b[c] else layout.FLOOR_TOP
+            cup_pos[c, 2] = base + cup_half[c, 2] + layout.REST_GAP
+        item_pos = np.zeros((items, 3))
+        for k in range(items):
+            if loaded[k]:
+                # Item k rests on the floor of its own cup k, nearly aligned with it.
+                item_yaw[k] = cup_yaw[k] + rng.uniform(-0.1, 0.1)
+                offset = layout.inside_offset(rng, cup_half[k], item_half[k],
+                                              item_yaw[k] - cup_yaw[k])
+                item_pos[k, :2] = cup_pos[k, :2] + layout.rotate(offset, cup_yaw[k])
+                floor = layout.support_surface(CONTAINER, cup_pos[k, 2], cup_half[k, 2])
+                item_pos[k, 2] = floor + item_half[k, 2] + layout.REST_GAP
+                continue
+            on_b = rng.random() < ON_TABLE_B_PROB
+            low, high = (table_low, table_high) if on_b else (FLOOR_A_LOW, FLOOR_A_HIGH)
+            item_pos[k, :2] = layout.scatter(rng, item_half[k:k + 1], item_yaw[k:k + 1], low,
+                                             high, occupied["b" if on_b else "a"])[0]
+            base = table_top if on_b else layout.FLOOR_TOP
+            item_pos[k, 2] = base + item_half[k, 2] + layout.REST_GAP
+        return make_scene(
+            kind=[FIXTURE] + [CONTAINER] * cups + [ITEM] * items,
+            half_extents=np.vstack([TABLE_B_HALF, cup_half, item_half]),
+            pos=np.vstack([TABLE_B_POS, cup_pos, item_pos]),
+            yaw=np.concatenate([[0.0], cup_yaw, item_yaw]),
+        )
+
+    def _slots(self, scene: Scene) -> tuple[list[int], list[int]]:
+        kind = np.asarray(scene.kind)
+        valid = np.asarray(scene.mask, bool)
+        cups = [int(s) for s in np.flatnonzero(valid & (kind == CONTAINER))]
+        items = [int(s) for s in np.flatnonzero(valid & (kind == ITEM))]
+        return cups, items
+
+    def _sample_skill(self, rng, scene, split):
+        cups, items = self._slots(scene)
+        loaded = layout.loaded_containers(scene)
+        loaded_cups = [c for c in cups if loaded[c]]
+        if split == "ood" and loaded_cups and rng.random() < MOVE_LOADED_PROB:
+            cup = int(rng.choice(loaded_cups))
+            if rng.random() < 0.3:
+                return make_skill(PUSH, cup, -1, push_params(rng))
+            offset = layout.free_table_offset(rng, scene, cup, FIXTURE_SLOT)
+            if offset is not None:
+                return make_skill(PICK_PLACE, cup, FIXTURE_SLOT, offset)
+            return make_skill(PUSH, cup, -1, push_params(rng))
+        # Training never moves a loaded cup (none exist there) and never blocks a placement.
+        movable = [s for s in cups + items if split == "ood" or not loaded[s]]
+        obj = int(rng.choice(movable))
+        if rng.random() < 0.3:
+            return make_skill(PUSH, obj, -1, push_params(rng))
+        if obj in items:
+            containing = [c for c in cups if layout.is_inside(scene, obj, c)]
+            choice = rng.random()
+            targets = [c for c in cups if c not in containing]
+            if choice < 0.45 and targets:
+                return make_skill(PICK_PLACE, obj, int(rng.choice(targets)),
+                                  rng.uniform(-0.006, 0.006, 2))
+            others = [s for s in items if s != obj]
+            if choice > 0.9 and others:
+                return make_skill(PICK_PLACE, obj, int(rng.choice(others)),
+                                  rng.uniform(-0.01, 0.01, 2))
+        offset = layout.free_table_offset(rng, scene, obj, FIXTURE_SLOT)
+        if offset is None:
+            return make_skill(PUSH, obj, -1, push_params(rng))
+        return make_skill(PICK_PLACE, obj, FIXTURE_SLOT, offset)
+
+    def goal(self, scene: Scene) -> Goal:
+        """Return the goal relations over the slots of `scene`."""
+        cups, items = self._slots(scene)
+        holds = [(REL["inside"], item, cup) for item, cup in zip(items, cups, strict=False)]
+        holds += [(REL["above"], cup, FIXTURE_SLOT) for cup in cups]
+        holds += [(REL["left"], b, a) for a, b in zip(cups[:-1], cups[1:], strict=True)]
+        forbidden = [(REL[side], b, a) for a, b in zip(cups[:-1], cups[1:], strict=True)
+                     for side in ("front", "behind")]
+        return Goal(tuple(holds), tuple(forbidden))
+
+    def row_bounds(self, scene: Scene) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+        """Return per cup the (low, high) placement offsets on table B: lane c of a row along +y."""
+        cups, _ = self._slots(scene)
+        half_x, half_y = TABLE_B_HALF[:2]
+        lane = 2.0 * half_y / len(cups)
+        bounds = []
+        for index, cup in enumerate(cups):
+            foot = layout.footprint(scene.half_extents[cup], scene.yaw[cup])
+            centre = -half_y + lane * (index + 0.5)
+            slack_y = max(0.5 * lane - foot[1] - 0.005, 0.0)
+            bounds.append(((-0.02, centre - slack_y), (0.02, centre + slack_y)))
+        return bounds
+
+    def skeletons(self, scene: Scene):
+        """Return the candidate plan skeletons for `scene`."""
+        cups, items = self._slots(scene)
+        fill = tuple(SkeletonStep(PICK_PLACE, item, cup, (-0.006, -0.006), (0.006, 0.006))
+                     for item, cup in zip(items, cups, strict=False))
+        row = tuple(SkeletonStep(PICK_PLACE, cup, FIXTURE_SLOT, low, high)
+                    for cup, (low, high) in zip(cups, self.row_bounds(scene), strict=True))
+        # items_first moves loaded cups (the OOD effect); cups_first never does; cups_only
+        # relies on items already in their cups riding along.
+        return (fill + row, row + fill, row)
+
+    def ood_situation(self, scene: Scene, skill: Skill) -> bool:
+        """Tell whether (scene, skill) is a situation never seen in training."""
+        obj = int(skill.obj)
+        return bool(scene.kind[obj] == CONTAINER and layout.loaded_containers(scene)[obj])
+
+    def shift_statistics(self, scene, skill, relations_t, relations_t1, pos_t1):
+        """Return per-transition flags, measured on executed data."""
+        obj = int(skill.obj)
+        contents = np.flatnonzero(np.asarray(relations_t)[:, obj, REL["inside"]])
+        moved_loaded = bool(scene.kind[obj] == CONTAINER and contents.size > 0)
+        shift = np.linalg.norm(np.asarray(pos_t1)[contents, :2] - scene.pos[contents, :2], axis=-1)
+        carried = moved_loaded and bool(np.any(shift > CARRIED_DISTANCE))
+        still_inside = moved_loaded and bool(
+            np.all(np.asarray(relations_t1)[contents, obj, REL["inside"]]))
+        return {"loaded_container_moved": moved_loaded, "contents_carried": carried,
+                "contents_still_inside": still_inside}

@@ -1,0 +1,249 @@
+import numpy as np
+import pytest
+
+from f2p.relations import hard_relations
+from f2p.scene import (
+    CONTAINER,
+    FIXTURE,
+    ITEM,
+    K_MAX,
+    PICK_PLACE,
+    PUSH,
+    REL,
+    make_scene,
+    validate_scene,
+    validate_skill,
+)
+from f2p.tasks import OBJECT_COUNTS, SPLITS, get_task, layout, task_names
+from f2p.tasks.base import make_skill
+
+TASKS = ("tabletop", "transport", "packing")
+SAMPLES = 45  # per (task, split): 15 scenes of each object count
+
+
+def samples(name, split, count=SAMPLES, seed=0):
+    task = get_task(name)
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        scene = task.sample_scene(rng, OBJECT_COUNTS[index % 3], split)
+        yield scene, task.sample_skill(rng, scene, split)
+
+
+def test_registry_lists_the_three_tasks_and_rejects_unknown_names():
+    assert task_names() == TASKS
+    with pytest.raises(ValueError, match="tabletop, transport, packing"):
+        get_task("stacking")
+
+
+def test_bad_split_and_object_count_are_rejected():
+    task = get_task("tabletop")
+    with pytest.raises(ValueError, match="split"):
+        task.sample_scene(np.random.default_rng(0), 3, "test")
+    with pytest.raises(ValueError, match="num_movable"):
+        task.sample_scene(np.random.default_rng(0), 4, "train")
+
+
+@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("split", SPLITS)
+def test_samplers_are_deterministic_per_seed(name, split):
+    first = list(samples(name, split, count=6, seed=3))
+    second = list(samples(name, split, count=6, seed=3))
+    other = list(samples(name, split, count=6, seed=4))
+    for (scene_a, skill_a), (scene_b, skill_b) in zip(first, second, strict=True):
+        for a, b in zip(scene_a + skill_a, scene_b + skill_b, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(first[0][0].pos, other[0][0].pos)
+
+
+def _boxes_overlap(scene, i, j):
+    gap_xy = (np.abs(scene.pos[i, :2] - scene.pos[j, :2])
+              - layout.footprint(scene.half_extents[i], scene.yaw[i])
+              - layout.footprint(scene.half_extents[j], scene.yaw[j]))
+    gap_z = (abs(scene.pos[i, 2] - scene.pos[j, 2]) - scene.half_extents[i, 2]
+             - scene.half_extents[j, 2])
+    return bool(np.all(gap_xy < 0) and gap_z < 0)
+
+
+def _support_heights(scene):
+    """Surfaces a movable may rest on: the ground, the fixture top, container floors."""
+    heights = [0.0, layout.top_z(scene, 0)]
+    for slot in np.flatnonzero(scene.mask & (scene.kind == CONTAINER)):
+        heights.append(layout.support_surface(CONTAINER, scene.pos[slot, 2],
+                                              scene.half_extents[slot, 2]))
+    return np.array(heights)
+
+
+@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("split", SPLITS)
+def test_scenes_are_valid_resting_and_apart(name, split):
+    for index, (scene, skill) in enumerate(samples(name, split)):
+        validate_scene(scene)
+        validate_skill(skill, scene)
+        count = OBJECT_COUNTS[index % 3]
+        assert scene.mask.shape == (K_MAX,)
+        assert scene.mask.sum() == count + 1
+        assert scene.kind[0] == FIXTURE and np.all(scene.kind[1:count + 1] != FIXTURE)
+        supports = _support_heights(scene)
+        for slot in range(1, count + 1):
+            bottom = scene.pos[slot, 2] - scene.half_extents[slot, 2]
+            assert np.min(np.abs(supports - bottom)) < 2 * layout.REST_GAP, (name, slot)
+            for other in range(slot):
+                inside = layout.is_inside
+                if not (inside(scene, slot, other) or inside(scene, other, slot)):
+                    assert not _boxes_overlap(scene, slot, other), (name, split, slot, other)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_ood_situations_occur_in_ood_and_never_in_train(name):
+    train = [get_task(name).ood_situation(*pair) for pair in samples(name, "train")]
+    ood = [get_task(name).ood_situation(*pair) for pair in samples(name, "ood")]
+    assert not any(train)
+    assert np.mean(ood) > 0.5
+
+
+@pytest.mark.parametrize("name", ("tabletop", "transport"))
+def test_containers_are_loaded_only_in_ood_scenes(name):
+    for split, expected in (("train", False), ("ood", True)):
+        for scene, _ in samples(name, split):
+            assert layout.loaded_containers(scene).any() == expected
+            contact = np.zeros((K_MAX, K_MAX), bool)
+            inside = np.asarray(hard_relations(scene, contact))[..., REL["inside"]]
+            assert inside.any() == expected  # the relation module agrees with the layout
+
+
+def test_transport_bag_goes_off_the_edge_only_in_ood():
+    task = get_task("transport")
+    for split, expected in (("train", False), ("ood", True)):
+        off_edge = [task._off_edge(scene, skill) for scene, skill in samples("transport", split)]
+        assert any(off_edge) == expected
+
+
+def test_packing_shelf_has_room_in_train_and_is_crowded_in_ood():
+    task = get_task("packing")
+    for split in SPLITS:
+        for scene, _ in samples("packing", split, count=15):
+            new_item = int(scene.mask.sum()) - 1
+            half_length = scene.half_extents[0, 1]
+            foot = layout.footprint(scene.half_extents[new_item], scene.yaw[new_item])
+            offsets = np.linspace(-half_length + foot[1], half_length - foot[1], 400)
+            blocked = [layout.placement_blocked(scene, new_item, 0, (0.0, dy)) for dy in offsets]
+            assert all(blocked) == (split == "ood")
+            skeletons = task.skeletons(scene)
+            assert len(skeletons) == new_item - 1  # 0 .. n_s - 1 pushes before the placement
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_skeletons_are_valid_skills(name):
+    task = get_task(name)
+    for scene, _ in samples(name, "ood", count=9):
+        for skeleton in task.skeletons(scene):
+            assert skeleton
+            for step in skeleton:
+                assert np.all(np.asarray(step.low) <= np.asarray(step.high))
+                middle = 0.5 * (np.asarray(step.low) + np.asarray(step.high))
+                validate_skill(make_skill(step.skill, step.obj, step.support, middle), scene)
+                assert step.skill in (PICK_PLACE, PUSH)
+
+
+def _contacts(scene, pairs):
+    contact = np.zeros((K_MAX, K_MAX), bool)
+    for i, j in pairs:
+        contact[i, j] = contact[j, i] = True
+    return contact
+
+
+def _success(name, scene, pairs):
+    relations = np.asarray(hard_relations(scene, _contacts(scene, pairs)))
+    return get_task(name).is_success(scene, relations)
+
+
+def test_tabletop_success_on_solved_and_unsolved_scenes():
+    # Table B, cups 1-2 in a row on it (cup 2 left of cup 1), item 3 in cup 1.
+    table_top = 0.10
+    cup = (0.047, 0.047, 0.04)
+    item = (0.02, 0.02, 0.025)
+    floor = table_top + layout.MAX_CONTAINER_WALL
+    solved = make_scene([FIXTURE, CONTAINER, CONTAINER, ITEM],
+                        [(0.20, 0.25, 0.05), cup, cup, item],
+                        [(0.55, 0.35, 0.05), (0.55, 0.2, table_top + 0.04),
+                         (0.55, 0.4, table_top + 0.04), (0.55, 0.2, floor + 0.025)])
+    pairs = [(0, 1), (0, 2), (1, 3)]
+    assert _success("tabletop", solved, pairs)
+    outside = solved._replace(pos=solved.pos.copy())
+    outside.pos[3] = (0.45, -0.2, 0.025)  # item left on table A
+    assert not _success("tabletop", outside, [(0, 1), (0, 2)])
+    swapped = solved._replace(pos=solved.pos.copy())
+    swapped.pos[[1, 2]] = swapped.pos[[2, 1]]  # row in the wrong order
+    swapped.pos[3, :2] = swapped.pos[1, :2]
+    assert not _success("tabletop", swapped, pairs)
+
+
+def test_transport_success_on_solved_and_unsolved_scenes():
+    bag = (0.1, 0.07, 0.045)
+    item = (0.015, 0.015, 0.02)
+    floor = 0.15 + layout.MAX_CONTAINER_WALL
+    solved = make_scene([FIXTURE, CONTAINER, ITEM, ITEM], [(0.2, 0.22, 0.075), bag, item, item],
+                        [(0.55, 0.35, 0.075), (0.55, 0.35, 0.195),
+                         (0.5, 0.35, floor + 0.02), (0.6, 0.35, floor + 0.02)])
+    assert _success("transport", solved, [(0, 1), (1, 2), (1, 3)])
+    on_floor = solved._replace(pos=solved.pos.copy())
+    on_floor.pos[1:, 1] -= 0.6  # the loaded bag still on table A
+    on_floor.pos[1:, 2] -= 0.15
+    assert not _success("transport", on_floor, [(1, 2), (1, 3)])
+
+
+def test_packing_success_on_solved_and_unsolved_scenes():
+    box = (0.04, 0.03, 0.04)
+    solved = make_scene([FIXTURE, ITEM, ITEM, ITEM], [(0.075, 0.2, 0.06), box, box, box],
+                        [(0.6, 0.2, 0.06), (0.6, 0.05, 0.16), (0.6, 0.11, 0.16),
+                         (0.6, 0.3, 0.16)])
+    assert _success("packing", solved, [(0, 1), (0, 2), (0, 3), (1, 2)])
+    stacked = solved._replace(pos=solved.pos.copy())
+    stacked.pos[3] = (0.6, 0.11, 0.24)  # the new item on top of item 2
+    assert not _success("packing", stacked, [(0, 1), (0, 2), (1, 2), (2, 3)])
+
+
+def _run_plan(simulator, scene, steps):
+    """Executes (step, params) pairs one by one in MuJoCo; returns the final scene, relations."""
+    relations = None
+    for step, params in steps:
+        skill = make_skill(step.skill, step.obj, step.support, params)
+        batch = [type(t)(*(np.asarray(x)[None] for x in t)) for t in (scene, skill)]
+        outcome = simulator.execute(*batch, seed=0)
+        assert outcome.ok[0], outcome.status_names[outcome.status[0]]
+        scene = type(scene)(*(np.asarray(x)[0] for x in outcome.post))
+        relations = outcome.relations_post[0]
+    return scene, relations
+
+
+def _middle(step):
+    return 0.5 * (np.asarray(step.low) + np.asarray(step.high))
+
+
+def test_skeletons_solve_the_tasks_in_mujoco():
+    from isaac_bridge.mujoco_backend import MujocoSimulator
+
+    with MujocoSimulator(num_workers=1) as simulator:
+        for name, which in (("tabletop", 1), ("transport", 0)):  # cups_first, load_and_carry
+            task = get_task(name)
+            scene = task.sample_scene(np.random.default_rng(1), 5, "train")
+            assert not task.is_success(scene, hard_relations(scene, np.zeros((K_MAX, K_MAX))))
+            steps = [(step, _middle(step)) for step in task.skeletons(scene)[which]]
+            assert task.is_success(*_run_plan(simulator, scene, steps)), name
+
+        # Crowded shelf: placing straight away fails; pushing the row together first works.
+        task = get_task("packing")
+        scene = task.sample_scene(np.random.default_rng(2), 5, "ood")
+        place = task.skeletons(scene)[0][0]
+        assert not task.is_success(*_run_plan(simulator, scene, [(place, (0.0, place.high[1]))]))
+        for step in task.skeletons(scene)[-1]:
+            if step.skill == PUSH:
+                row = sorted(layout.resting_on(scene, 0), key=lambda slot: scene.pos[slot][1])
+                before = row[row.index(step.obj) - 1]
+                gap = (scene.pos[step.obj][1] - scene.half_extents[step.obj][1]
+                       - scene.pos[before][1] - scene.half_extents[before][1])
+                scene, relations = _run_plan(simulator, scene, [(step, (0.0, -gap - 0.004))])
+            else:
+                target = (0.0, step.high[1] - 0.005)  # the free +y end
+                scene, relations = _run_plan(simulator, scene, [(step, target)])
+        assert task.is_success(scene, relations)
