@@ -1,0 +1,105 @@
+"""Per-skill transformer dynamics over object tokens and two action tokens."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Role of an object token: why role embeddings instead of per-slot embeddings (see SkillDynamics).
+ROLE_OTHER, ROLE_MOVED, ROLE_SUPPORT = 0, 1, 2
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm self-attention block with a boolean attention mask."""
+
+    width: int
+    num_heads: int
+    mlp_ratio: int
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """Maps tokens [B, T, W] with a mask [B, 1, T, T] (True = may attend) to [B, T, W]."""
+        hidden = nn.LayerNorm()(tokens)
+        hidden = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, qkv_features=self.width, out_features=self.width,
+            deterministic=True)(hidden, hidden, mask=attention_mask)
+        tokens = tokens + hidden
+        hidden = nn.LayerNorm()(tokens)
+        hidden = nn.gelu(nn.Dense(self.width * self.mlp_ratio)(hidden))
+        return tokens + nn.Dense(self.width)(hidden)
+
+
+class SkillDynamics(nn.Module):
+    """One skill's transformer: object latents + action -> latent change and displacement.
+
+    Slots are identified only through roles, never through a learned per-index embedding, so
+    the model is permutation-equivariant in object slots: permuting slots (and the skill's
+    obj/support indices with them) permutes every output. The DESIGN's "slot embedding" of the
+    moved object and the support is realised as (a) a learned role embedding (other / moved /
+    support) added to every object token and (b) two action tokens built from the moved
+    object's and the support's own latents, each plus its learned role embedding plus the same
+    MLP(dx, dy). For push the support token is masked out of attention.
+
+    Attributes:
+      width, num_layers, num_heads, mlp_ratio: transformer sizes.
+      latent_dim: width of the latent change.
+      displacement_dims: 2 (x, y) or 3 (x, y, z).
+      coord_scale: metres per model unit, used to scale (dx, dy).
+      has_support: False for push: no support role, support token masked.
+    """
+
+    width: int
+    num_layers: int
+    num_heads: int
+    mlp_ratio: int
+    latent_dim: int
+    displacement_dims: int
+    coord_scale: float
+    has_support: bool
+
+    @nn.compact
+    def __call__(self, latents, mask, obj, support, params):
+        """Predicts the latent change [B, K, D] and displacement [B, K, dims] (model units).
+
+        Args:
+          latents: [B, K, D] object latents.
+          mask: [B, K] bool valid slots.
+          obj: [B] int slot of the moved object.
+          support: [B] int slot of the support (ignored when has_support is False).
+          params: [B, 2] (dx, dy) in metres.
+        """
+        num_objects = latents.shape[1]
+        slots = jnp.arange(num_objects)
+        is_moved = slots[None, :] == obj[:, None]
+        is_support = (slots[None, :] == support[:, None]) & self.has_support
+        roles = jnp.where(is_moved, ROLE_MOVED, jnp.where(is_support, ROLE_SUPPORT, ROLE_OTHER))
+        object_tokens = nn.Dense(self.width)(latents) + nn.Embed(3, self.width)(roles)
+
+        param_embedding = nn.Dense(self.width)(
+            nn.gelu(nn.Dense(self.width)(params / self.coord_scale)))  # [B, W]
+        action_projection = nn.Dense(self.width)
+        action_roles = self.param("action_roles", nn.initializers.normal(0.02), (2, self.width))
+        safe_support = jnp.clip(support, 0, num_objects - 1)  # push passes -1
+        moved_latent = jnp.take_along_axis(latents, obj[:, None, None], axis=1)[:, 0]
+        support_latent = jnp.take_along_axis(latents, safe_support[:, None, None], axis=1)[:, 0]
+        moved_token = action_projection(moved_latent) + action_roles[0] + param_embedding
+        support_token = action_projection(support_latent) + action_roles[1] + param_embedding
+
+        tokens = jnp.concatenate(
+            [object_tokens, moved_token[:, None], support_token[:, None]], axis=1)
+        batch = latents.shape[0]
+        valid = jnp.concatenate([
+            mask,
+            jnp.ones((batch, 1), bool),
+            jnp.full((batch, 1), self.has_support),
+        ], axis=1)  # [B, T]
+        attention_mask = valid[:, None, :, None] & valid[:, None, None, :]
+        for _ in range(self.num_layers):
+            tokens = TransformerBlock(self.width, self.num_heads, self.mlp_ratio)(
+                tokens, attention_mask)
+        hidden = nn.LayerNorm()(tokens[:, :num_objects])
+        # Zero-initialised heads: an untrained model predicts "nothing changes".
+        latent_change = nn.Dense(self.latent_dim, kernel_init=nn.initializers.zeros)(hidden)
+        displacement = nn.Dense(self.displacement_dims, kernel_init=nn.initializers.zeros)(hidden)
+        return latent_change, displacement

@@ -1,0 +1,386 @@
+"""Skeleton planner (DESIGN section 5): CEM over continuous skill args, scored by the model."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from f2p.geometry import render_points
+from f2p.scene import FIXTURE, NUM_RELATIONS, PICK_PLACE, SKILL_NAMES, Scene, Skill
+
+__all__ = [
+    "CEMResult", "GoalArrays", "ModelObservation", "Plan", "PlannerConfig", "SkeletonArrays",
+    "as_planner_config", "cem", "check_goal", "goal_log_prob", "observe_scene", "plan",
+    "plan_skeleton", "plan_skeletons", "skeleton_arrays",
+]
+
+GoalArrays = tuple[Any, Any, Any, Any]
+"""(relation [G], i [G], j [G], target [G] bool), as returned by tasks.Goal.arrays()."""
+
+
+class PlannerConfig(NamedTuple):
+    """CEM settings.
+
+    Attributes:
+      population: samples per CEM iteration.
+      iterations: CEM iterations.
+      elites: best samples that refit the Gaussian (1 <= elites <= population).
+      init_std: initial standard deviation as a fraction of each arg's box width.
+      seed: PRNG seed used when the caller passes key=None.
+    """
+
+    population: int = 64
+    iterations: int = 5
+    elites: int = 8
+    init_std: float = 0.5
+    seed: int = 0
+
+
+def as_planner_config(config) -> PlannerConfig:
+    """Returns a validated PlannerConfig from a PlannerConfig, ConfigDict or mapping.
+
+    Missing fields take PlannerConfig's defaults; unknown fields raise (they are likely typos).
+    """
+    if isinstance(config, PlannerConfig):
+        values = config._asdict()
+    elif hasattr(config, "keys"):
+        unknown = sorted(set(config.keys()) - set(PlannerConfig._fields))
+        if unknown:
+            raise ValueError(f"config.{unknown[0]}: unknown planner field; allowed: "
+                             f"{', '.join(PlannerConfig._fields)}")
+        values = {name: config[name] for name in config.keys()}
+    else:
+        raise ValueError(f"config: expected PlannerConfig, ConfigDict or mapping, got "
+                         f"{type(config).__name__}")
+    result = PlannerConfig(**values)
+    for name in ("population", "iterations", "elites"):
+        if int(getattr(result, name)) < 1:
+            raise ValueError(f"config.{name}: must be >= 1, got {getattr(result, name)}")
+    if result.elites > result.population:
+        raise ValueError(f"config.elites: {result.elites} exceeds population {result.population}")
+    if not float(result.init_std) > 0:
+        raise ValueError(f"config.init_std: must be > 0, got {result.init_std}")
+    return PlannerConfig(int(result.population), int(result.iterations), int(result.elites),
+                         float(result.init_std), int(result.seed))
+
+
+class CEMResult(NamedTuple):
+    """Outcome of cem().
+
+    Attributes:
+      best_params: the best sample ever scored, shaped like `low`.
+      best_score: [] its score (-inf when every score was -inf or NaN).
+      mean, std: the final Gaussian, shaped like `low`.
+      score_history: [iterations] best score so far after each iteration (non-decreasing).
+    """
+
+    best_params: jax.Array
+    best_score: jax.Array
+    mean: jax.Array
+    std: jax.Array
+    score_history: jax.Array
+
+
+def cem(key: jax.Array, score_fn: Callable[[jax.Array], jax.Array], low, high,
+        config) -> CEMResult:
+    """Maximises score_fn over the box [low, high] by the cross-entropy method.
+
+    One independent Gaussian per coordinate starts at the box centre with std init_std times
+    the box width; every iteration samples `population` points (clipped to the box), scores
+    them with vmap(score_fn), and refits mean and std to the `elites` best. Sample 0 of each
+    iteration is the current mean, so the mean's score is always considered. Pure and
+    traceable: call it inside jit (one lax.scan over iterations).
+
+    Args:
+      key: PRNG key.
+      score_fn: maps params shaped like `low` to a scalar score (higher is better).
+      low, high: box bounds of the same shape (any shape), low <= high.
+      config: a PlannerConfig (or anything as_planner_config accepts).
+
+    Returns:
+      A CEMResult.
+    """
+    config = as_planner_config(config)
+    low = jnp.asarray(low, jnp.float32)
+    high = jnp.asarray(high, jnp.float32)
+    if low.shape != high.shape:
+        raise ValueError(f"high: shape {high.shape} differs from low's {low.shape}")
+    mean = 0.5 * (low + high)
+    std = config.init_std * (high - low)
+    batch_score = jax.vmap(score_fn)
+
+    def iteration(carry, iteration_key):
+        mean, std, best_params, best_score = carry
+        noise = jax.random.normal(iteration_key, (config.population,) + low.shape)
+        samples = jnp.clip(mean + std * noise, low, high).at[0].set(mean)
+        scores = batch_score(samples)
+        # NaN never wins: it would poison top_k and the refit.
+        scores = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
+        elite_scores, elite_index = jax.lax.top_k(scores, config.elites)
+        elites = samples[elite_index]
+        improved = elite_scores[0] > best_score
+        best_params = jnp.where(improved, elites[0], best_params)
+        best_score = jnp.where(improved, elite_scores[0], best_score)
+        # The elite mean of in-box samples stays in the box (it is convex).
+        carry = (elites.mean(axis=0), elites.std(axis=0), best_params, best_score)
+        return carry, best_score
+
+    keys = jax.random.split(key, config.iterations)
+    initial = (mean, std, mean, jnp.array(-jnp.inf, jnp.float32))
+    (mean, std, best_params, best_score), history = jax.lax.scan(iteration, initial, keys)
+    return CEMResult(best_params, best_score, mean, std, history)
+
+
+def goal_log_prob(relation_logits: jax.Array, goal: GoalArrays) -> jax.Array:
+    """Log-probability that the goal holds, relations treated as independent Bernoullis.
+
+    Args:
+      relation_logits: [K, K, R] logits; entry (i, j, r) is "i r j".
+      goal: (relation [G], i [G], j [G], target [G] bool) from Goal.arrays().
+
+    Returns:
+      [] sum of log sigmoid(logit) over targets True plus log(1 - sigmoid(logit)) =
+      log sigmoid(-logit) over targets False.
+    """
+    relation, first, second, target = (jnp.asarray(x) for x in goal)
+    logits = relation_logits[first, second, relation]
+    return jnp.sum(jax.nn.log_sigmoid(jnp.where(target, logits, -logits)))
+
+
+class ModelObservation(NamedTuple):
+    """What the model plans from: perceived points plus Real2Sim's kinds and box sizes.
+
+    Attributes:
+      points: [K, P, 3] per-object points, metres.
+      mask: [K] bool valid slots.
+      kind: [K] int object kinds.
+      half_extents: [K, 3] box half sizes (None if the model does not use them).
+    """
+
+    points: Any
+    mask: Any
+    kind: Any
+    half_extents: Any = None
+
+
+def observe_scene(scene: Scene, num_points: int = 128, camera_positions=None
+                  ) -> ModelObservation:
+    """Returns the noise-free ModelObservation of a scene (f2p.geometry.render_points)."""
+    points = np.asarray(render_points(scene, num_points, camera_positions), np.float32)
+    return ModelObservation(points, np.asarray(scene.mask, bool), np.asarray(scene.kind, np.int32),
+                            np.asarray(scene.half_extents, np.float32))
+
+
+class SkeletonArrays(NamedTuple):
+    """A skeleton as arrays over its T steps: skill, obj, support [T] int32; low, high [T, 2]."""
+
+    skill: Any
+    obj: Any
+    support: Any
+    low: Any
+    high: Any
+
+
+def skeleton_arrays(skeleton: Sequence, mask=None, kind=None,
+                    name: str = "skeleton") -> SkeletonArrays:
+    """Converts a tuple of tasks.SkeletonStep to SkeletonArrays, validating every step.
+
+    Args:
+      skeleton: the steps (skill, obj, support, low, high).
+      mask, kind: optional [K] slots of the scene; when given, objects must be valid movable
+        slots and pick_place supports valid slots.
+      name: the field name used in error messages.
+
+    Raises:
+      ValueError: naming the step and field of the first problem.
+    """
+    if len(skeleton) == 0:
+        raise ValueError(f"{name}: has no steps")
+    for t, step in enumerate(skeleton):
+        where = f"{name}[{t}]"
+        if step.skill not in range(len(SKILL_NAMES)):
+            raise ValueError(f"{where}.skill: {step.skill}, allowed 0..{len(SKILL_NAMES) - 1} "
+                             f"({', '.join(SKILL_NAMES)})")
+        slots = [("obj", step.obj)] + ([("support", step.support)]
+                                       if step.skill == PICK_PLACE else [])
+        for field, slot in slots:
+            if mask is not None and not (0 <= slot < len(mask) and mask[slot]):
+                raise ValueError(f"{where}.{field}: slot {slot} is out of range or masked out")
+        if kind is not None and kind[step.obj] == FIXTURE:
+            raise ValueError(f"{where}.obj: slot {step.obj} is a fixture (cannot be moved)")
+        if step.skill == PICK_PLACE and step.support == step.obj:
+            raise ValueError(f"{where}.support: equals obj ({step.obj})")
+        low, high = np.asarray(step.low, np.float32), np.asarray(step.high, np.float32)
+        if low.shape != (2,) or high.shape != (2,) or not np.all(np.isfinite([low, high])):
+            raise ValueError(f"{where}.low/high: expected finite (dx, dy) pairs")
+        if np.any(low > high):
+            raise ValueError(f"{where}.low: {tuple(low)} exceeds high {tuple(high)}")
+    return SkeletonArrays(
+        skill=np.array([s.skill for s in skeleton], np.int32),
+        obj=np.array([s.obj for s in skeleton], np.int32),
+        support=np.array([s.support if s.skill == PICK_PLACE else -1 for s in skeleton], np.int32),
+        low=np.array([s.low for s in skeleton], np.float32),
+        high=np.array([s.high for s in skeleton], np.float32),
+    )
+
+
+def check_goal(goal, mask) -> GoalArrays:
+    """Validates a tasks.Goal against the valid slots [K] and returns its arrays.
+
+    Raises:
+      ValueError: naming the goal field (must_hold / must_not_hold) and the bad triple.
+    """
+    mask = np.asarray(mask, bool)
+    if not goal.must_hold and not goal.must_not_hold:
+        raise ValueError("goal: must_hold and must_not_hold are both empty")
+    for field in ("must_hold", "must_not_hold"):
+        for index, (relation, first, second) in enumerate(getattr(goal, field)):
+            where = f"goal.{field}[{index}]"
+            if not 0 <= relation < NUM_RELATIONS:
+                raise ValueError(f"{where}: relation {relation}, allowed 0..{NUM_RELATIONS - 1}")
+            for slot in (first, second):
+                if not (0 <= slot < mask.shape[0] and mask[slot]):
+                    raise ValueError(f"{where}: object slot {slot} is out of range 0.."
+                                     f"{mask.shape[0] - 1} or masked out in the scene")
+            if first == second:
+                raise ValueError(f"{where}: relates slot {first} to itself")
+    return goal.arrays()
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def _plan_skeleton_compiled(key, model, params, observation, skeleton, goal, config):
+    """CEM + final rollout in one compiled call; recompiles only for new shapes or settings."""
+
+    def relation_logits(step_params):  # [T, 2] -> [T, K, K, R]
+        skills = Skill(skeleton.skill, skeleton.obj, skeleton.support, step_params)
+        return model.rollout(params, observation.points, observation.mask, observation.kind,
+                             skills, observation.half_extents).relation_logits
+
+    def score(step_params):
+        return goal_log_prob(relation_logits(step_params)[-1], goal)
+
+    result = cem(key, score, skeleton.low, skeleton.high, config)
+    return result.best_params, result.best_score, jax.nn.sigmoid(
+        relation_logits(result.best_params))
+
+
+def plan_skeleton(key, model, params, observation: ModelObservation, skeleton: SkeletonArrays,
+                  goal: GoalArrays, config) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Plans the continuous args of one skeleton by CEM, scored by the model's rollout.
+
+    Skeletons are planned one at a time: a skeleton of T steps rolls the model out exactly T
+    steps (no padded no-op steps, which the model cannot represent), and jit caches one
+    compilation per (T, goal size, observation shapes, CEM settings); skeletons of equal length
+    share it.
+
+    Args:
+      key: PRNG key, or None for PRNGKey(config.seed).
+      model: a SkillEffectModel.
+      params: its parameters.
+      observation: a ModelObservation (points [K, P, 3], mask, kind, half_extents).
+      skeleton: SkeletonArrays with T steps.
+      goal: GoalArrays (see Goal.arrays()).
+      config: a PlannerConfig, ConfigDict or mapping.
+
+    Returns:
+      (best params [T, 2], best score [], relation probabilities after every step [T, K, K, R]).
+    """
+    config = as_planner_config(config)
+    key = jax.random.PRNGKey(config.seed) if key is None else key
+    # The seed is not part of the compiled function: zero it so it never causes a recompile.
+    return _plan_skeleton_compiled(key, model, params, observation, skeleton, goal,
+                                   config._replace(seed=0))
+
+
+class Plan(NamedTuple):
+    """The best plan over a task's skeletons (NumPy).
+
+    Attributes:
+      skeleton_index: index of the chosen skeleton.
+      skills: Skill batch [T] with the chosen (dx, dy) in params [T, 2].
+      score: goal log-probability predicted for the plan.
+      relations: [T, K, K, R] predicted relation probabilities after every step.
+      skeleton_scores: [S] best score of each skeleton.
+    """
+
+    skeleton_index: int
+    skills: Skill
+    score: float
+    relations: np.ndarray
+    skeleton_scores: np.ndarray
+
+
+def _check_observation(observation) -> ModelObservation:
+    points = np.asarray(observation.points, np.float32)
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise ValueError(f"observation.points: shape {points.shape}, expected [K, P, 3]")
+    k = points.shape[0]
+    fields = {"mask": (np.asarray(observation.mask, bool), (k,)),
+              "kind": (np.asarray(observation.kind, np.int32), (k,))}
+    half = observation.half_extents
+    if half is not None:
+        fields["half_extents"] = (np.asarray(half, np.float32), (k, 3))
+    for field, (value, shape) in fields.items():
+        if value.shape != shape:
+            raise ValueError(f"observation.{field}: shape {value.shape}, expected {shape}")
+    mask, kind = fields["mask"][0], fields["kind"][0]
+    if not np.all(np.isfinite(points[mask])):
+        raise ValueError("observation.points: non-finite points in valid slots")
+    half = fields["half_extents"][0] if half is not None else None
+    return ModelObservation(points, mask, kind, half)
+
+
+def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, config) -> Plan:
+    """Scores every skeleton with plan_skeleton and returns the best as a Plan.
+
+    Args:
+      key: PRNG key (split once per skeleton), or None for PRNGKey(config.seed).
+      model, params: the SkillEffectModel and its parameters.
+      observation: a ModelObservation (or any object with the same fields) of one scene.
+      goal: a tasks.Goal over the observation's slots.
+      skeletons: a non-empty sequence of skeletons (tuples of tasks.SkeletonStep).
+      config: a PlannerConfig, ConfigDict or mapping.
+
+    Raises:
+      ValueError: empty skeleton list, a goal or a skeleton naming slots the scene lacks,
+        malformed observation arrays.
+    """
+    config = as_planner_config(config)
+    key = jax.random.PRNGKey(config.seed) if key is None else key
+    observation = _check_observation(observation)
+    if len(skeletons) == 0:
+        raise ValueError("skeletons: the task gave no plan skeletons")
+    goal_arrays = check_goal(goal, observation.mask)
+    arrays = [skeleton_arrays(s, observation.mask, observation.kind, f"skeletons[{index}]")
+              for index, s in enumerate(skeletons)]
+    results = [plan_skeleton(k, model, params, observation, a, goal_arrays, config)
+               for k, a in zip(jax.random.split(key, len(arrays)), arrays, strict=True)]
+    scores = np.array([float(score) for _, score, _ in results], np.float64)
+    best = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
+    best_params, best_score, relations = results[best]
+    chosen = arrays[best]
+    skills = Skill(chosen.skill, chosen.obj, chosen.support, np.asarray(best_params, np.float32))
+    return Plan(best, skills, float(best_score), np.asarray(relations), scores)
+
+
+def plan(key, model, params, observation, task, scene: Scene, config) -> Plan:
+    """Plans a task: the goal and skeletons come from task.goal(scene), task.skeletons(scene).
+
+    Args:
+      key: PRNG key, or None for PRNGKey(config.seed).
+      model, params: the SkillEffectModel and its parameters.
+      observation: a ModelObservation of the scene as perceived.
+      task: an f2p.tasks.Task.
+      scene: the (reconstructed) scene that defines the goal's and skeletons' slots.
+      config: a PlannerConfig, ConfigDict or mapping.
+
+    Returns:
+      The best Plan over the task's skeletons.
+    """
+    return plan_skeletons(key, model, params, observation, task.goal(scene),
+                          task.skeletons(scene), config)
