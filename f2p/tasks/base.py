@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from f2p.scene import PICK_PLACE, PUSH, RELATION_NAMES, Scene, Skill, validate_scene
+from f2p.tasks.layout import LayoutError
 
 SPLITS = ("train", "ood")
 """Scene distributions: what the base model learns from, and where it goes wrong."""
@@ -15,6 +16,8 @@ OBJECT_COUNTS = (3, 5, 7)
 """Numbers of movable objects a task scene may have (the fixture comes on top)."""
 FIXTURE_SLOT = 0
 """Every task puts its single fixture (the destination table or shelf) in slot 0."""
+LAYOUT_ATTEMPTS = 20
+"""Random layouts tried per sampled scene before giving up."""
 
 
 class Goal(NamedTuple):
@@ -113,9 +116,15 @@ class Task(abc.ABC):
         check_split(split)
         if num_movable not in OBJECT_COUNTS:
             raise ValueError(f"num_movable: {num_movable} is not one of {OBJECT_COUNTS}")
-        scene = self._sample_scene(rng, num_movable, split)
-        validate_scene(scene)
-        return scene
+        for _ in range(LAYOUT_ATTEMPTS):
+            try:
+                scene = self._sample_scene(rng, num_movable, split)
+            except LayoutError:  # a random layout can fail to fit: draw again
+                continue
+            validate_scene(scene)
+            return scene
+        raise LayoutError(f"{self.name}: no layout of {num_movable} objects in "
+                          f"{LAYOUT_ATTEMPTS} attempts")
 
     def sample_skill(self, rng: np.random.Generator, scene: Scene, split: str = "train") -> Skill:
         """Sample random skill arguments from the task's skill distribution for `split`."""

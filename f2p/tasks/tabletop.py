@@ -39,15 +39,7 @@ class TabletopTask(Task):
     name = "tabletop"
     description = "hierarchical tabletop organisation"
 
-    def _sample_scene(self, rng, num_movable, split):
-        for _ in range(20):
-            try:
-                return self._layout(rng, num_movable, split)
-            except layout.LayoutError:
-                continue
-        raise layout.LayoutError("tabletop: could not lay out a scene in 20 attempts")
-
-    def _layout(self, rng: np.random.Generator, num_movable: int, split: str) -> Scene:
+    def _sample_scene(self, rng: np.random.Generator, num_movable: int, split: str) -> Scene:
         cups = num_cups(num_movable)
         items = num_movable - cups
         cup_half = np.column_stack([rng.uniform(0.044, 0.05, (cups, 2)),

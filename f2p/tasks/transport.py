@@ -35,15 +35,7 @@ class TransportTask(Task):
     name = "transport"
     description = "multi-object transport"
 
-    def _sample_scene(self, rng, num_movable, split):
-        for _ in range(20):
-            try:
-                return self._layout(rng, num_movable, split)
-            except layout.LayoutError:
-                continue
-        raise layout.LayoutError("transport: could not lay out a scene in 20 attempts")
-
-    def _layout(self, rng: np.random.Generator, num_movable: int, split: str) -> Scene:
+    def _sample_scene(self, rng: np.random.Generator, num_movable: int, split: str) -> Scene:
         items = num_movable - 1
         bag_half = np.array([rng.uniform(0.095, 0.105), rng.uniform(0.068, 0.075),
                              rng.uniform(0.04, 0.05)])
