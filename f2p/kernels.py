@@ -12,9 +12,10 @@ import numpy as np
 
 _INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-negative float
 _SORT_MEDIAN_MAX_PARTICLES = 64  # below this a sort of the N(N-1)/2 values is the cheaper exact way
-_COUNT_BITS = 8  # bits per packed count: rows of at most 255 values, 4 counts in one uint32
-_NUM_THRESHOLDS = 4
-_EXTRACT = 512  # a bracket this small is read with one top_k instead of more passes
+_COUNT_BITS = 16  # bits per packed count: matrix rows (N < 65536), 2 counts in one uint32
+_NUM_THRESHOLDS = 2
+_MIN_KNOTS = 64  # fewer sample values inside a bracket: interpolate linearly
+_EXTRACT = 64  # a bracket this small is read with one top_k instead of more passes
 
 
 def flatten_particles(particles: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
@@ -76,12 +77,12 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     float32 bit patterns of non-negative numbers are ordered like the numbers, so the two middle
     order statistics are bracketed by an integer interval [lo, hi) narrowed with counting passes
     over the full symmetric matrix (each off-diagonal value appears twice there and the N
-    diagonal zeros lie below everything). A pass counts four thresholds at once, packed as
-    8-bit counts into one uint32 per row of at most 255 values, so it costs one read of the
-    matrix; the first thresholds come from a sorted sample, later ones from interpolating the
-    ranks. The per-row counts at lo and hi show which rows hold the last <= _EXTRACT bracket
-    entries; those rows are gathered and the two values read with a small top_k. Typically
-    three passes in all, where a sort would cost ~100 passes' worth of time on CPU.
+    diagonal zeros lie below everything). A pass counts two thresholds at once, packed as
+    16-bit counts into one uint32 per matrix row, so it costs one read of the matrix; the
+    first thresholds come from a sorted sample, later ones from interpolating the ranks. The
+    per-row counts at lo and hi show which rows hold the last <= _EXTRACT bracket entries;
+    those rows are gathered and the two values read with a small top_k. Typically 3 to 9
+    passes (more for clustered sets), where XLA's CPU sort costs ~100 passes' worth of time.
 
     Args:
       sq_dists: [N, N] symmetric, non-negative, zero diagonal, finite.
@@ -98,11 +99,13 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
         rows, cols = np.triu_indices(num, 1)
         ordered = jnp.sort(sq_dists[rows, cols])
         return 0.5 * (ordered[low_rank] + ordered[high_rank])
-    # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern. Both the
-    # bitcast and the max fuse into each pass, so no copy of the matrix is made (when N^2 has a
-    # divisor in [64, 255]; otherwise rows are padded once).
+    # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
     bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
-    rows = _count_rows(bits)
+    if num >= 2**_COUNT_BITS:
+        raise ValueError(f"sq_dists: N={num} too large for 16-bit packed counts (< 65536)")
+    # Matrix rows are the counting rows: XLA fuses the compare-pack-sum into one read of the
+    # matrix then (shorter rows get split into a written temporary and a windowed reduce).
+    rows = bits
     # Condensed rank r <-> rank num + 2r in the full matrix (N zeros, then every value twice).
     ranks = (num + 2 * low_rank, num + 2 * high_rank)
     bracket = _narrow(rows, ranks, _sample(bits))
@@ -126,19 +129,6 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     return 0.5 * (low + high)
 
 
-def _count_rows(bits: jax.Array) -> jax.Array:
-    """Reshapes the N x N bits into rows of at most 255 entries (8-bit counts cannot overflow).
-
-    A row length that divides N^2 keeps the reshape free; otherwise rows of 255 are padded with
-    +inf patterns, which no threshold counts.
-    """
-    flat = bits.reshape(-1)
-    limit = 2**_COUNT_BITS - 1
-    length = next((n for n in range(limit, 63, -1) if flat.shape[0] % n == 0), limit)
-    flat = jnp.pad(flat, (0, (-flat.shape[0]) % length), constant_values=_INF_BITS)
-    return flat.reshape(-1, length)
-
-
 def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
     """A sorted, deterministic sample of off-diagonal entries (strided over the upper triangle)."""
     num = bits.shape[0]
@@ -148,10 +138,10 @@ def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
 
 
 def _count_below(rows: jax.Array, thresholds: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-row counts [R, 4] and totals [4] of entries < each of 4 thresholds, in one pass.
+    """Per-row counts [R, T] and totals [T] of entries < each of the T thresholds, in one pass.
 
-    The four indicators are packed into one uint32 per entry before a single row reduction:
-    XLA on CPU fuses one reduction well but not four sibling ones.
+    The T indicators are packed into one uint32 per entry before a single row reduction:
+    XLA on CPU fuses one reduction well but not several sibling ones.
     """
     packed = sum(
         (rows < thresholds[index]).astype(jnp.uint32) << (_COUNT_BITS * index)
@@ -181,8 +171,7 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
     sigma = math.sqrt(fraction * (1 - fraction) * size)  # sample-rank spread of the target
     at = lambda k: sample[int(min(max(k, 0), size - 1))]  # noqa: E731
     centre = fraction * size
-    first = jnp.stack([at(centre - 3 * sigma - 1), at(centre - sigma - 1),
-                       at(centre + sigma + 1) + 1, at(centre + 3 * sigma + 1) + 1])
+    first = jnp.stack([at(centre - 2 * sigma - 1), at(centre + 2 * sigma + 1) + 1])
 
     def update(bracket: _Bracket, thresholds: jax.Array) -> _Bracket:
         row_counts, counts = _count_below(rows, thresholds.astype(jnp.int32))
@@ -202,21 +191,25 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
             stalled=2 * (count_hi - count_lo) > bracket.count_hi - bracket.count_lo)
 
     def rank_to_offset(bracket: _Bracket, wanted: jax.Array) -> jax.Array:
-        """Bit offsets from lo expected to have `wanted` entries below, interpolated on knots.
+        """Bit offsets from lo expected to have `wanted` entries below.
 
-        Knots: (count_lo, 0), the sample values inside [lo, hi) at evenly spread ranks, and
-        (count_hi, span). Sample values follow the clusters of the distribution, so gaps
-        between clusters (a bimodal particle set) do not fool the interpolation.
+        With many sample values inside [lo, hi) they are the knots of a piecewise-linear map
+        (they follow the clusters, so a gap between clusters does not fool it); with few, their
+        sampling noise exceeds the error of plain linear interpolation between lo and hi.
         """
         span = (bracket.hi - bracket.lo).astype(jnp.float32)
         first_in = jnp.searchsorted(sample, bracket.lo, side="left")
         num_in = jnp.searchsorted(sample, bracket.hi, side="left") - first_in
+        num_in = jnp.where(num_in >= _MIN_KNOTS, num_in, 0)
         index = jnp.arange(size)
         share = (index - first_in + 0.5) / jnp.maximum(num_in, 1)
         knot_ranks = bracket.count_lo + jnp.clip(share, 0.0, 1.0) * (
             bracket.count_hi - bracket.count_lo)
         # Offsets from lo in float (small); lo itself stays int (float32 cannot hold ~1e9 bits).
         knot_offsets = jnp.clip((sample - bracket.lo).astype(jnp.float32), 0.0, span)
+        # Without knots every sample point collapses onto (count_lo, 0): plain linear.
+        knot_ranks = jnp.where(num_in > 0, knot_ranks, bracket.count_lo)
+        knot_offsets = jnp.where(num_in > 0, knot_offsets, 0.0)
         ranks_axis = jnp.concatenate([bracket.count_lo[None], knot_ranks,
                                       bracket.count_hi[None]]).astype(jnp.float32)
         offsets_axis = jnp.concatenate([jnp.zeros(1), knot_offsets, span[None]])
@@ -225,14 +218,13 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
     def next_thresholds(bracket: _Bracket) -> jax.Array:
         inside = (bracket.count_hi - bracket.count_lo).astype(jnp.float32)
         target = 0.5 * (low_rank + high_rank + 1)
-        # Inner pair ~_EXTRACT / 2 entries apart (or a fraction of the bracket while the knots
-        # are coarse); outer pair 8x wider, for interpolation error. After a pass that did
-        # not halve the bracket, split it into rank quartiles instead.
-        step = jnp.maximum(_EXTRACT / 4, inside / 64)
-        guided = target + step * jnp.array([-8.0, -1.0, 1.0, 8.0])
-        quartiles = bracket.count_lo + inside * jnp.array([0.25, 0.5, 0.75, 0.0]) + jnp.array(
-            [0.0, 0.0, 0.0, target - bracket.count_lo])
-        wanted = jnp.where(bracket.stalled, quartiles, guided)
+        # Bracket the target by +-1/16 of the bracket (about twice the interpolation error
+        # seen on smooth and clustered sets), down to _EXTRACT / 4 entries. After a pass that
+        # did not halve the bracket, split it in thirds.
+        step = jnp.maximum(_EXTRACT / 4, inside / 16)
+        guided = target + step * jnp.array([-1.0, 1.0])
+        thirds = bracket.count_lo + inside * jnp.array([1 / 3, 2 / 3])
+        wanted = jnp.where(bracket.stalled, thirds, guided)
         offsets = rank_to_offset(bracket, wanted)
         span = (bracket.hi - bracket.lo).astype(jnp.float32)
         offsets = jnp.clip(jnp.round(offsets), 1.0, jnp.maximum(span - 1.0, 1.0))
