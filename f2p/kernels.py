@@ -12,10 +12,11 @@ import numpy as np
 
 _INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-negative float
 _SORT_MEDIAN_MAX_PARTICLES = 64  # below this a sort of the N(N-1)/2 values is the cheaper exact way
-_COUNT_BITS = 16  # bits per packed count: matrix rows (N < 65536), 2 counts in one uint32
-_NUM_THRESHOLDS = 2
+_COUNT_BITS = 8  # bits per packed count: columns of at most 255 values, 4 counts per uint32
+_NUM_THRESHOLDS = 4
+_COLUMN_LENGTH = 128  # the matrix is viewed as [128, N^2 / 128]: reductions run down columns
 _MIN_KNOTS = 64  # fewer sample values inside a bracket: interpolate linearly
-_EXTRACT = 64  # a bracket this small is read with one top_k instead of more passes
+_EXTRACT = 256  # a bracket this small is read with one top_k instead of more passes
 
 
 def flatten_particles(particles: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
@@ -77,12 +78,12 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     float32 bit patterns of non-negative numbers are ordered like the numbers, so the two middle
     order statistics are bracketed by an integer interval [lo, hi) narrowed with counting passes
     over the full symmetric matrix (each off-diagonal value appears twice there and the N
-    diagonal zeros lie below everything). A pass counts two thresholds at once, packed as
-    16-bit counts into one uint32 per matrix row, so it costs one read of the matrix; the
-    first thresholds come from a sorted sample, later ones from interpolating the ranks. The
-    per-row counts at lo and hi show which rows hold the last <= _EXTRACT bracket entries;
-    those rows are gathered and the two values read with a small top_k. Typically 3 to 9
-    passes (more for clustered sets), where XLA's CPU sort costs ~100 passes' worth of time.
+    diagonal zeros lie below everything). A pass counts four thresholds at once, packed as
+    8-bit counts into one uint32 per column of a [128, N^2 / 128] view, so it costs one read
+    of the matrix; the first thresholds come from a sorted sample, later ones from
+    interpolating the ranks. The per-column counts at lo and hi show which columns hold the
+    last <= _EXTRACT bracket entries; those are gathered and the two values read with a small
+    top_k. Typically 2 to 6 passes, where XLA's CPU sort costs ~100 passes' worth of time.
 
     Args:
       sq_dists: [N, N] symmetric, non-negative, zero diagonal, finite.
@@ -101,21 +102,20 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
         return 0.5 * (ordered[low_rank] + ordered[high_rank])
     # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
     bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
-    if num >= 2**_COUNT_BITS:
-        raise ValueError(f"sq_dists: N={num} too large for 16-bit packed counts (< 65536)")
-    # Matrix rows are the counting rows: XLA fuses the compare-pack-sum into one read of the
-    # matrix then (shorter rows get split into a written temporary and a windowed reduce).
-    rows = bits
+    # Counting reduces down the columns of a [128, N^2 / 128] view: XLA on CPU fuses such a
+    # major-axis reduction with the compare-and-pack into one read of the matrix (row
+    # reductions over short rows get split into a written temporary and a windowed reduce).
+    rows = _column_view(bits)
     # Condensed rank r <-> rank num + 2r in the full matrix (N zeros, then every value twice).
     ranks = (num + 2 * low_rank, num + 2 * high_rank)
     bracket = _narrow(rows, ranks, _sample(bits))
     as_float = lambda b: jax.lax.bitcast_convert_type(b, jnp.float32)  # noqa: E731
 
     def read_extracted():
-        # The <= _EXTRACT bracket entries lie in at most _EXTRACT rows: gather those rows.
-        in_row = (bracket.row_count_hi - bracket.row_count_lo).astype(jnp.float32)
-        row_ids = jax.lax.top_k(in_row, min(_EXTRACT, rows.shape[0]))[1]
-        picked = rows[row_ids]
+        # The <= _EXTRACT bracket entries lie in at most _EXTRACT columns: gather those.
+        in_column = (bracket.column_count_hi - bracket.column_count_lo).astype(jnp.float32)
+        column_ids = jax.lax.top_k(in_column, min(_EXTRACT, rows.shape[1]))[1]
+        picked = rows[:, column_ids]
         picked = jnp.where((picked >= bracket.lo) & (picked < bracket.hi), picked, _INF_BITS)
         # Float top_k: XLA's CPU top_k is fast for floats but sorts everything for ints.
         smallest = -jax.lax.top_k(-as_float(picked.reshape(-1)), _EXTRACT)[0]
@@ -129,6 +129,13 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     return 0.5 * (low + high)
 
 
+def _column_view(bits: jax.Array) -> jax.Array:
+    """[128, ceil(N^2 / 128)] view of the bits, padded with +inf patterns (never counted)."""
+    flat = bits.reshape(-1)
+    flat = jnp.pad(flat, (0, (-flat.shape[0]) % _COLUMN_LENGTH), constant_values=_INF_BITS)
+    return flat.reshape(_COLUMN_LENGTH, -1)
+
+
 def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
     """A sorted, deterministic sample of off-diagonal entries (strided over the upper triangle)."""
     num = bits.shape[0]
@@ -138,19 +145,19 @@ def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
 
 
 def _count_below(rows: jax.Array, thresholds: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-row counts [R, T] and totals [T] of entries < each of the T thresholds, in one pass.
+    """Per-column counts [C, T] and totals [T] of entries < each of T thresholds, in one pass.
 
-    The T indicators are packed into one uint32 per entry before a single row reduction:
-    XLA on CPU fuses one reduction well but not several sibling ones.
+    The T indicators are packed into one uint32 per entry before a single reduction down the
+    columns: XLA on CPU fuses one reduction well but not several sibling ones.
     """
     packed = sum(
         (rows < thresholds[index]).astype(jnp.uint32) << (_COUNT_BITS * index)
         for index in range(_NUM_THRESHOLDS))
-    per_row = jnp.sum(packed, axis=1, dtype=jnp.uint32)
+    per_column = jnp.sum(packed, axis=0, dtype=jnp.uint32)
     shifts = jnp.arange(_NUM_THRESHOLDS, dtype=jnp.uint32) * _COUNT_BITS
-    row_counts = ((per_row[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1))
-    row_counts = row_counts.astype(jnp.int32)
-    return row_counts, jnp.sum(row_counts, axis=0)
+    counts = (per_column[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1)
+    counts = counts.astype(jnp.int32)
+    return counts, jnp.sum(counts, axis=0)
 
 
 class _Bracket(NamedTuple):
@@ -158,8 +165,8 @@ class _Bracket(NamedTuple):
     hi: jax.Array  # count_below(hi) > high rank
     count_lo: jax.Array
     count_hi: jax.Array
-    row_count_lo: jax.Array  # [R] per-row count_below(lo)
-    row_count_hi: jax.Array  # [R] per-row count_below(hi)
+    column_count_lo: jax.Array  # [C] per-column count_below(lo)
+    column_count_hi: jax.Array  # [C] per-column count_below(hi)
     stalled: jax.Array  # the last pass did not halve the count inside: bisect next
 
 
@@ -171,10 +178,11 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
     sigma = math.sqrt(fraction * (1 - fraction) * size)  # sample-rank spread of the target
     at = lambda k: sample[int(min(max(k, 0), size - 1))]  # noqa: E731
     centre = fraction * size
-    first = jnp.stack([at(centre - 2 * sigma - 1), at(centre + 2 * sigma + 1) + 1])
+    first = jnp.stack([at(centre - 3 * sigma - 1), at(centre - sigma - 1),
+                       at(centre + sigma + 1) + 1, at(centre + 3 * sigma + 1) + 1])
 
     def update(bracket: _Bracket, thresholds: jax.Array) -> _Bracket:
-        row_counts, counts = _count_below(rows, thresholds.astype(jnp.int32))
+        column_counts, counts = _count_below(rows, thresholds.astype(jnp.int32))
         lo_candidates = jnp.where(counts <= low_rank, thresholds, bracket.lo)
         hi_candidates = jnp.where(counts > high_rank, thresholds, bracket.hi)
         best_lo, best_hi = jnp.argmax(lo_candidates), jnp.argmin(hi_candidates)
@@ -186,8 +194,8 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
             lo=jnp.where(take_lo, lo_candidates[best_lo], bracket.lo),
             hi=jnp.where(take_hi, hi_candidates[best_hi], bracket.hi),
             count_lo=count_lo, count_hi=count_hi,
-            row_count_lo=jnp.where(take_lo, row_counts[:, best_lo], bracket.row_count_lo),
-            row_count_hi=jnp.where(take_hi, row_counts[:, best_hi], bracket.row_count_hi),
+            column_count_lo=jnp.where(take_lo, column_counts[:, best_lo], bracket.column_count_lo),
+            column_count_hi=jnp.where(take_hi, column_counts[:, best_hi], bracket.column_count_hi),
             stalled=2 * (count_hi - count_lo) > bracket.count_hi - bracket.count_lo)
 
     def rank_to_offset(bracket: _Bracket, wanted: jax.Array) -> jax.Array:
@@ -218,21 +226,21 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
     def next_thresholds(bracket: _Bracket) -> jax.Array:
         inside = (bracket.count_hi - bracket.count_lo).astype(jnp.float32)
         target = 0.5 * (low_rank + high_rank + 1)
-        # Bracket the target by +-1/16 of the bracket (about twice the interpolation error
-        # seen on smooth and clustered sets), down to _EXTRACT / 4 entries. After a pass that
-        # did not halve the bracket, split it in thirds.
+        # Inner pair: +-1/16 of the bracket (about twice the interpolation error seen on smooth
+        # and clustered sets), down to _EXTRACT / 4 entries; outer pair 4x wider. After a pass
+        # that did not halve the bracket, split it into quarters instead.
         step = jnp.maximum(_EXTRACT / 4, inside / 16)
-        guided = target + step * jnp.array([-1.0, 1.0])
-        thirds = bracket.count_lo + inside * jnp.array([1 / 3, 2 / 3])
-        wanted = jnp.where(bracket.stalled, thirds, guided)
+        guided = target + step * jnp.array([-4.0, -1.0, 1.0, 4.0])
+        fifths = bracket.count_lo + inside * jnp.array([0.2, 0.4, 0.6, 0.8])
+        wanted = jnp.where(bracket.stalled, fifths, guided)
         offsets = rank_to_offset(bracket, wanted)
         span = (bracket.hi - bracket.lo).astype(jnp.float32)
         offsets = jnp.clip(jnp.round(offsets), 1.0, jnp.maximum(span - 1.0, 1.0))
         return bracket.lo + offsets.astype(jnp.int32)
 
-    no_rows = jnp.zeros(rows.shape[0], jnp.int32)
+    columns = rows.shape[1]
     start = _Bracket(jnp.int32(0), jnp.int32(_INF_BITS), jnp.int32(0), jnp.int32(total),
-                     no_rows, jnp.full(rows.shape[0], rows.shape[1], jnp.int32),
+                     jnp.zeros(columns, jnp.int32), jnp.full(columns, rows.shape[0], jnp.int32),
                      jnp.bool_(False))
     bracket = update(start, first)
     return jax.lax.while_loop(
