@@ -1,0 +1,135 @@
+"""Execution monitoring (DESIGN section 5): read relations from points, detect failures."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from f2p.planner import ModelObservation, check_goal
+from f2p.scene import RELATION_NAMES
+
+DETECTION_THRESHOLD = 0.5
+"""A relation counts as holding when its probability exceeds this."""
+
+
+class FailureCheck(NamedTuple):
+    """Predicted against observed relations on the goal's triples after one executed step.
+
+    Attributes:
+      failed: True when at least one goal triple is predicted one way and observed the other.
+      relation, first, second: [G] int32 the goal triples (relation index, i, j).
+      predicted: [G] bool the plan's prediction of each triple after the step.
+      observed: [G] bool each triple as read from the observation after the step.
+      mismatch: [G] bool predicted != observed.
+    """
+
+    failed: bool
+    relation: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    predicted: np.ndarray
+    observed: np.ndarray
+    mismatch: np.ndarray
+
+    def describe(self) -> list[str]:
+        """Return one line per mismatched triple, e.g. 'inside(3, 1): predicted 1, observed 0'."""
+        return [f"{RELATION_NAMES[r]}({i}, {j}): predicted {int(p)}, observed {int(o)}"
+                for r, i, j, p, o, bad in zip(self.relation, self.first, self.second,
+                                               self.predicted, self.observed, self.mismatch,
+                                               strict=True) if bad]
+
+
+def read_relations(model, params, observation: ModelObservation) -> np.ndarray:
+    """Reads the current relations from an observation with the model's relation head.
+
+    Args:
+      model: a SkillEffectModel.
+      params: its parameters.
+      observation: a ModelObservation of one scene (points [K, P, 3], mask, kind, half_extents).
+
+    Returns:
+      [K, K, R] float32 relation probabilities (near 0 for padded or diagonal pairs).
+    """
+    latents = model.encode(params, observation.points, observation.mask, observation.kind,
+                           observation.half_extents)
+    logits = model.decode_relations(params, latents, observation.mask)
+    return np.asarray(jax.nn.sigmoid(logits), np.float32)
+
+
+def goal_triples(goal, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns the (relation, i, j) arrays [G] of a goal's must-hold and must-not-hold triples.
+
+    Raises:
+      ValueError: the goal names a slot the scene does not have (out of range or masked out),
+        or is empty (see f2p.planner.check_goal).
+    """
+    relation, first, second, _ = check_goal(goal, mask)
+    return (np.asarray(relation, np.int32), np.asarray(first, np.int32),
+            np.asarray(second, np.int32))
+
+
+def detect_failure(predicted, observed, goal, mask,
+                   threshold: float = DETECTION_THRESHOLD) -> FailureCheck:
+    """Compares predicted and observed relations on the relations the goal is made of.
+
+    Only the goal's triples are compared (DESIGN section 5: "the relations that matter to the
+    goal"): a wrong guess about an irrelevant pair must not stop an episode. Both sides are
+    thresholded, so the comparison is between hard labels.
+
+    Args:
+      predicted: [K, K, R] relation probabilities the plan predicted after this step.
+      observed: [K, K, R] relation probabilities (or bool labels) read after the step.
+      goal: a tasks.Goal over the scene's slots.
+      mask: [K] bool valid slots of the scene.
+      threshold: probability above which a relation holds, in (0, 1).
+
+    Returns:
+      A FailureCheck.
+
+    Raises:
+      ValueError: mismatched shapes, a threshold outside (0, 1), or a goal naming slots the
+        scene does not have.
+    """
+    predicted = np.asarray(predicted, np.float32)
+    observed = np.asarray(observed, np.float32)
+    if predicted.ndim != 3 or predicted.shape[0] != predicted.shape[1]:
+        raise ValueError(f"predicted: shape {predicted.shape}, expected [K, K, R]")
+    if observed.shape != predicted.shape:
+        raise ValueError(f"observed: shape {observed.shape}, predicted has {predicted.shape}")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold: must be in (0, 1), got {threshold}")
+    mask = np.asarray(mask, bool)
+    if mask.shape != predicted.shape[:1]:
+        raise ValueError(f"mask: shape {mask.shape}, expected ({predicted.shape[0]},)")
+    relation, first, second = goal_triples(goal, mask)
+    predicted_holds = predicted[first, second, relation] > threshold
+    observed_holds = observed[first, second, relation] > threshold
+    mismatch = predicted_holds != observed_holds
+    return FailureCheck(bool(mismatch.any()), relation, first, second, predicted_holds,
+                        observed_holds, mismatch)
+
+
+def triples_table(check: FailureCheck, truth=None) -> list[dict[str, Any]]:
+    """Returns one JSON-ready dict per goal triple: names, predicted, observed (and true) labels.
+
+    Args:
+      check: a FailureCheck.
+      truth: optional [K, K, R] bool true relations, for analysis (never shown to the agent).
+    """
+    rows = []
+    for index in range(check.relation.shape[0]):
+        r, i, j = int(check.relation[index]), int(check.first[index]), int(check.second[index])
+        row = {"relation": RELATION_NAMES[r], "i": i, "j": j,
+               "predicted": bool(check.predicted[index]),
+               "observed": bool(check.observed[index]),
+               "mismatch": bool(check.mismatch[index])}
+        if truth is not None:
+            row["true"] = bool(np.asarray(truth)[i, j, r])
+        rows.append(row)
+    return rows
+
+
+__all__ = ["DETECTION_THRESHOLD", "FailureCheck", "detect_failure", "goal_triples",
+           "read_relations", "triples_table"]
