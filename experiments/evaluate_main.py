@@ -4,6 +4,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import evaluate
+from f2p import runtime
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/evaluate.py", "Evaluation config (variant after ':').")
@@ -12,6 +13,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/evaluate", "Output folder.")
 
 def main(argv):
     """Runs experiments.evaluate.run with the parsed config."""
+    runtime.configure_host_allocator()
     del argv
     config = _CONFIG.value
     logging.info("config:\n%s", config)

@@ -12,6 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import generate_data
+from f2p import runtime
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/generate_data.py", "generate_data config (variant after ':').")
@@ -21,6 +22,7 @@ _RENDER = flags.DEFINE_bool("render", False, "Also draw a few transitions as PNG
 
 def main(argv):
     """Generates the datasets and logs the kept counts."""
+    runtime.configure_host_allocator()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value

@@ -12,6 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import pretrain
+from f2p import runtime
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/pretrain.py", "Pretrain config (variant after ':').")
@@ -20,6 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/pretrain", "Output folder (r
 
 def main(argv):
     """Runs pretrain.run with the parsed config and logs the ID vs OOD summary."""
+    runtime.configure_host_allocator()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value

@@ -9,6 +9,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import sim_benchmark
+from f2p import runtime
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/sim_benchmark.py", "Benchmark config (variant after ':').")
@@ -17,6 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/sim_benchmark", "Output fold
 
 def main(argv):
     """Run the benchmark and print its Markdown table."""
+    runtime.configure_host_allocator()
     del argv
     logging.info("config:\n%s", _CONFIG.value)
     print(sim_benchmark.markdown(sim_benchmark.run(_CONFIG.value, _WORKDIR.value)))

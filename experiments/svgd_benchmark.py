@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from f2p import baselines, svgd
+from f2p import baselines, runtime, svgd
 from f2p.io import reporting
 
 
@@ -168,6 +168,7 @@ def benchmark_cell(num: int, dim: int, config: ml_collections.ConfigDict) -> lis
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the sweep; writes results.json, results.md and step_time.png into workdir."""
     os.makedirs(workdir, exist_ok=True)
+    allocator_configured = runtime.configure_host_allocator()  # same for every implementation
     peak = matmul_peak_flops(config.matmul_size)
     logging.info("float32 matmul peak (%d^3): %.1f GFLOP/s", config.matmul_size, peak / 1e9)
     rows = []
@@ -205,7 +206,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          header + reporting.markdown_table(rows, columns, formats))
     _plot_step_times(rows, os.path.join(workdir, "step_time.png"))
     results = {"config": config.to_dict(), "environment": env, "matmul_peak_flops": peak,
-               "rows": rows, "figures": ["step_time.png"]}
+               "host_allocator_configured": allocator_configured, "rows": rows,
+               "figures": ["step_time.png"]}
     reporting.write_json(os.path.join(workdir, "results.json"), results)
     return results
 

@@ -4,6 +4,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import svgd_benchmark
+from f2p import runtime
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/svgd_benchmark.py", "Benchmark config (variant after ':').")
@@ -12,6 +13,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/svgd_benchmark", "Output fol
 
 def main(argv):
     """Runs the benchmark or the demo selected by config.mode."""
+    runtime.configure_host_allocator()
     del argv
     config = _CONFIG.value
     logging.info("config:\n%s", config)
