@@ -108,7 +108,10 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     rows = _column_view(bits)
     # Condensed rank r <-> rank num + 2r in the full matrix (N zeros, then every value twice).
     ranks = (num + 2 * low_rank, num + 2 * high_rank)
-    bracket = _narrow(rows, ranks, _sample(bits))
+    # A sample of ~N^2 / 256 values (512 to 4096): big enough for a tight first bracket,
+    # small enough that XLA's slow CPU sort of it stays negligible.
+    sample = _sample(bits, size=min(4096, max(512, num * num // 256)))
+    bracket = _narrow(rows, ranks, sample)
     as_float = lambda b: jax.lax.bitcast_convert_type(b, jnp.float32)  # noqa: E731
 
     def read_extracted():
