@@ -14,7 +14,7 @@ from f2p.scene import (
     validate_scene,
     validate_skill,
 )
-from f2p.tasks import OBJECT_COUNTS, SPLITS, get_task, layout, task_names
+from f2p.tasks import OBJECT_COUNTS, SPLITS, get_task, layout, packing, task_names, transport
 from f2p.tasks.base import make_skill
 
 TASKS = ("tabletop", "transport", "packing")
@@ -129,7 +129,50 @@ def test_packing_shelf_has_room_in_train_and_is_crowded_in_ood():
             blocked = [layout.placement_blocked(scene, new_item, 0, (0.0, dy)) for dy in offsets]
             assert all(blocked) == (split == "ood")
             skeletons = task.skeletons(scene)
-            assert len(skeletons) == new_item - 1  # 0 .. n_s - 1 pushes before the placement
+            if split == "ood":
+                assert len(skeletons) == new_item - 1  # 0 .. n_s - 1 pushes, then the placement
+            else:
+                assert len(skeletons) == 1 and len(skeletons[0]) == 1  # place into the gap
+
+
+def test_packing_place_bounds_cover_only_the_free_gap():
+    """Train: every dy in the place step's box leaves the new item clear of its neighbours."""
+    task = get_task("packing")
+    for scene, _ in samples("packing", "train", count=30):
+        new_item = int(scene.mask.sum()) - 1
+        low, high = task.free_gap(scene)
+        foot = layout.footprint(scene.half_extents[new_item], scene.yaw[new_item])
+        assert high - low >= 2 * foot[1] - packing.FIT_TOLERANCE
+        (place,) = task.skeletons(scene)[0]
+        assert (place.skill, place.obj, place.support) == (PICK_PLACE, new_item, 0)
+        assert place.low[1] <= place.high[1]
+        for dy in np.linspace(place.low[1], place.high[1], 25):
+            for dx in (place.low[0], place.high[0]):
+                assert not layout.placement_blocked(scene, new_item, 0, (dx, dy), min_gap=0.0)
+    for scene, _ in samples("packing", "ood", count=30):
+        assert task.free_gap(scene) is None
+
+
+def test_packing_free_gap_picks_the_widest_gap_and_sees_nested_boxes():
+    box, new = (0.04, 0.03, 0.04), (0.04, 0.035, 0.04)
+    board = (0.075, 0.2, 0.06)
+    ys = (0.05, 0.16, 0.38)  # gaps: ends 0.02 and 0.0, 0.05 and 0.16 between the items
+    scene = make_scene([FIXTURE, ITEM, ITEM, ITEM, ITEM], [board, box, box, box, new],
+                       [(0.6, 0.2, 0.06)] + [(0.6, y, 0.16) for y in ys] + [(0.4, 0.1, 0.04)])
+    low, high = get_task("packing").free_gap(scene)
+    np.testing.assert_allclose((low, high), (0.19, 0.35), atol=1e-9)
+    (place,) = get_task("packing").skeletons(scene)[0]
+    reach = 0.5 * (0.16 - 0.07) - packing.PLACE_MARGIN
+    np.testing.assert_allclose((place.low[1], place.high[1]), (0.07 - reach, 0.07 + reach),
+                               atol=1e-6)
+    # A long box over the gap (e.g. a fit floating above the board) with item 3 nested in its
+    # span: the 0.07 m stretch past item 3 (0.33 .. 0.40) is covered, so no gap is left.
+    crowded = scene._replace(pos=scene.pos.copy(), half_extents=scene.half_extents.copy())
+    crowded.pos[2], crowded.half_extents[2] = (0.6, 0.24, 0.2), (0.04, 0.15, 0.04)
+    crowded.pos[3] = (0.6, 0.30, 0.16)
+    assert get_task("packing").free_gap(crowded) is None
+    place = get_task("packing").skeletons(crowded)[0][-1]  # fallback: anywhere on the shelf
+    np.testing.assert_allclose((place.low[1], place.high[1]), (-0.165, 0.165), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -247,3 +290,61 @@ def test_skeletons_solve_the_tasks_in_mujoco():
                 target = (0.0, step.high[1] - 0.005)  # the free +y end
                 scene, relations = _run_plan(simulator, scene, [(step, target)])
         assert task.is_success(scene, relations)
+
+
+def test_transport_skeletons_place_directly_and_carry_to_the_near_edge():
+    task = get_task("transport")
+    for split in SPLITS:
+        for scene, _ in samples("transport", split, count=15):
+            skeletons = task.skeletons(scene)
+            loose = [s for s in task._items(scene) if not layout.is_inside(scene, s, 1)]
+            moved = {step.obj for skeleton in skeletons for step in skeleton}
+            assert moved == set(loose) | {1}  # items already in the bag travel with it
+            carry = skeletons[1][0]
+            foot = layout.footprint(scene.half_extents[1], scene.yaw[1])
+            if task._bag_on_table(scene):
+                assert len(skeletons) == 2
+                assert np.all(np.abs(carry.low) + foot <= np.asarray(transport.TABLE_B_HALF[:2]))
+                continue
+            # The carry box runs from fully on table B to a whole footprint past its near edge.
+            assert carry.high[1] - foot[1] > -transport.TABLE_B_HALF[1]
+            assert carry.low[1] + transport.TABLE_B_HALF[1] == pytest.approx(-foot[1])
+            if not loose:  # every item already in the bag: nothing to place directly
+                assert len(skeletons) == 2
+                continue
+            direct = skeletons[2]
+            assert [step.obj for step in direct] == loose
+            boxes = [(np.asarray(step.low), np.asarray(step.high)) for step in direct]
+            for index, (low, high) in enumerate(boxes):
+                assert np.all(np.abs(low) < transport.TABLE_B_HALF[:2])
+                assert np.all(np.abs(high) < transport.TABLE_B_HALF[:2])
+                for other_low, other_high in boxes[index + 1:]:  # cells never overlap
+                    assert np.any((high < other_low) | (other_high < low))
+
+
+def test_transport_direct_placement_works_and_an_overhanging_bag_falls_in_mujoco():
+    from isaac_bridge.mujoco_backend import MujocoSimulator
+
+    task = get_task("transport")
+    scene = task.sample_scene(np.random.default_rng(0), 3, "train")
+    load_and_carry, _, direct = task.skeletons(scene)
+    *load, carry = load_and_carry
+    with MujocoSimulator(num_workers=1) as simulator:
+        assert task.is_success(*_run_plan(simulator, scene, [(s, _middle(s)) for s in direct]))
+        loaded, _ = _run_plan(simulator, scene, [(s, _middle(s)) for s in load])
+        on_table = (_middle(carry)[0], carry.high[1])
+        assert task.is_success(*_run_plan(simulator, loaded, [(carry, on_table)]))
+        overhanging = (_middle(carry)[0], carry.low[1])  # centre a footprint past the edge
+        fallen, relations = _run_plan(simulator, loaded, [(carry, overhanging)])
+        assert not task.is_success(fallen, relations)
+        assert fallen.pos[1][2] < layout.top_z(scene, 0)  # the bag fell off table B
+
+
+def test_transport_goal_delivers_a_loaded_bag_too():
+    task = get_task("transport")
+    for split in SPLITS:
+        for scene, _ in samples("transport", split, count=15):
+            goal = task.goal(scene).must_hold
+            items = {(REL["above"], slot, 0) for slot in task._items(scene)}
+            bag = {(REL["above"], 1, 0)} if split == "ood" else set()  # OOD bags start loaded
+            assert set(goal) == items | bag and len(goal) == len(items | bag)

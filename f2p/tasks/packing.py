@@ -19,6 +19,16 @@ ROOM_MARGIN = 0.03
 """Training: one gap exceeds the new item's width by at least this much."""
 PLACE_PROB = 0.6
 """Chance that a random skill places the new item on the shelf."""
+PLACE_MARGIN = 0.006
+"""Planning: clearance kept, where the gap allows, between the placed item and each side of
+its gap (metres); in a tighter gap the placement range shrinks to the gap's centre."""
+FIT_TOLERANCE = 0.005
+"""Planning: a gap holds the new item when it is at most this much narrower than the item's
+footprint. Boxes fitted to noisy points come out a few mm larger than the objects, so a
+training gap (ROOM_MARGIN wider than the item) can look slightly too narrow; OOD gaps are
+short by over 1.2 cm (about 2.5 cm on the yawed footprint), so they never pass."""
+PLACE_DX = 0.01
+"""Planning: half range of the placement's dx (across the shelf's depth)."""
 
 
 class PackingTask(Task):
@@ -119,15 +129,72 @@ class PackingTask(Task):
         forbidden = [(REL["above"], i, j) for i in movables for j in movables if i != j]
         return Goal(tuple(holds), tuple(forbidden))
 
-    def skeletons(self, scene: Scene):
-        """Return the candidate plan skeletons for `scene`."""
+    def free_gap(self, scene: Scene) -> tuple[float, float] | None:
+        """Return the widest free y interval (world frame) on the shelf that holds the new item.
+
+        The intervals are the stretches of the board's length between the footprints of the
+        objects over the board (its ends included). The widest one holds the new item when it
+        is at least the item's footprint width minus FIT_TOLERANCE.
+
+        Args:
+          scene: the scene the agent believes (e.g. the Real2Sim fit of its first observation).
+
+        Returns:
+          (low, high) y bounds of the widest free interval, or None when it is too narrow.
+
+        """
         movables = self._movables(scene)
         new_item = movables[-1]
-        row = sorted(layout.resting_on(scene, FIXTURE_SLOT), key=lambda s: scene.pos[s][1])
+        board_foot = layout.footprint(scene.half_extents[FIXTURE_SLOT], scene.yaw[FIXTURE_SLOT])
+        board_y = float(scene.pos[FIXTURE_SLOT][1])
+        # Every object whose footprint overlaps the board's in xy occupies part of its length,
+        # whatever its height: an estimate slightly off the board top still blocks the spot.
+        spans = []
+        for slot in movables[:-1]:
+            foot = layout.footprint(scene.half_extents[slot], scene.yaw[slot])
+            if layout.overlaps(scene.pos[slot][:2], foot, scene.pos[FIXTURE_SLOT][:2],
+                               board_foot):
+                y = float(scene.pos[slot][1])
+                spans.append((y - float(foot[1]), y + float(foot[1])))
+        # Sweep the spans by their low end; `covered` is the highest y occupied so far, so
+        # overlapping or nested spans never leave a false gap.
+        gaps, covered = [], board_y - float(board_foot[1])
+        for span_low, span_high in sorted(spans):
+            gaps.append((covered, span_low))
+            covered = max(covered, span_high)
+        gaps.append((covered, board_y + float(board_foot[1])))
+        low, high = max(gaps, key=lambda gap: gap[1] - gap[0])
+        width = 2.0 * float(layout.footprint(scene.half_extents[new_item],
+                                             scene.yaw[new_item])[1])
+        if high - low < width - FIT_TOLERANCE:
+            return None
+        return low, high
+
+    def skeletons(self, scene: Scene):
+        """Return the candidate plan skeletons for `scene` (the scene the agent believes).
+
+        The skeletons, with the bounds of their continuous args, are the task's plan
+        specification computed from the scene the agent believes. When the shelf has a free gap
+        that holds the new item (see free_gap), the plan is one placement whose dy range keeps
+        the item's footprint inside that gap, PLACE_MARGIN from its sides (only the gap's centre
+        when it is tighter than that): no pushes are needed, and a placement onto a neighbour
+        is no plan of the task. Otherwise (a crowded shelf) the skeletons are k = 0 .. n_s - 1
+        pushes of the row together, then a placement anywhere along the shelf.
+        """
+        movables = self._movables(scene)
+        new_item = movables[-1]
         foot = layout.footprint(scene.half_extents[new_item], scene.yaw[new_item])
+        gap = self.free_gap(scene)
+        if gap is not None:
+            # dy is relative to the board's centre; the range is centred on the gap's.
+            middle = 0.5 * (gap[0] + gap[1]) - float(scene.pos[FIXTURE_SLOT][1])
+            reach = max(0.0, 0.5 * (gap[1] - gap[0]) - float(foot[1]) - PLACE_MARGIN)
+            return ((SkeletonStep(PICK_PLACE, new_item, FIXTURE_SLOT, (-PLACE_DX, middle - reach),
+                                  (PLACE_DX, middle + reach)),),)
+        row = sorted(layout.resting_on(scene, FIXTURE_SLOT), key=lambda s: scene.pos[s][1])
         room = layout.footprint(scene.half_extents[FIXTURE_SLOT], 0.0) - foot
         place = SkeletonStep(PICK_PLACE, new_item, FIXTURE_SLOT,
-                             (-0.01, float(-room[1])), (0.01, float(room[1])))
+                             (-PLACE_DX, float(-room[1])), (PLACE_DX, float(room[1])))
         # Skeleton k pushes the 2nd..(k+1)-th items of the row toward -y, each against its
         # neighbour, so the free room gathers at the +y end; then places the new item.
         skeletons = []

@@ -21,15 +21,23 @@ BAG_MOVE_PROB = 0.75
 OFF_EDGE_PROB = 0.5
 """OOD: chance that a bag placement on table B puts its centre past an edge."""
 CARRIED_DISTANCE = 0.03
+TABLE_CELLS = np.array([[x, y] for x in (-0.12, 0.0, 0.12) for y in (-0.11, 0.11)])
+"""Table-B-frame xy centres of the 6 places the place_direct skeleton puts loose items on."""
+TABLE_CELL_HALF = 0.03
+"""Half width of the box each place_direct offset may range over around its cell."""
 
 
 class TransportTask(Task):
     """A bag (container, slot 1) and items (slots 2..n) on table A, the ground; table B slot 0.
 
-    Goal: every item above table B. Skeletons load the items into the bag and carry it over.
-    Training: the bag is always empty, and when placed on table B its whole footprint lands on
-    the table (with a 2 cm margin); bags on table B are never pushed. OOD: the bag starts
-    loaded, and bag placements often put its centre past a table edge, so it falls.
+    Goal: every item above table B, and the bag too when it starts loaded. Skeletons load the
+    loose items into the bag and carry it over, carry the bag alone, or (bag off table B) put
+    the loose items straight onto table B. Training: the bag is always empty, and when placed
+    on table B its whole footprint lands on the table (with a 2 cm margin); bags on table B are
+    never pushed. OOD: the bag starts loaded, and bag placements often put its centre past a
+    table edge, so it falls. The base model, which never saw either, does not penalise an
+    overhanging bag (the planner even drives the carry to the far end of the box), so the
+    loaded bag falls off table B; a stable carry of it would succeed.
     """
 
     name = "transport"
@@ -141,22 +149,58 @@ class TransportTask(Task):
         return make_skill(PICK_PLACE, obj, FIXTURE_SLOT, offset)
 
     def goal(self, scene: Scene) -> Goal:
-        """Return the goal relations over the slots of `scene`."""
-        return Goal(tuple((REL["above"], item, FIXTURE_SLOT) for item in self._items(scene)))
+        """Return the goal relations: every item above table B, and a loaded bag there too."""
+        deliver = self._items(scene)
+        if layout.loaded_containers(scene)[BAG_SLOT]:  # its contents are part of the delivery
+            deliver = [BAG_SLOT] + deliver
+        return Goal(tuple((REL["above"], slot, FIXTURE_SLOT) for slot in deliver))
+
+    def carry_bounds(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+        """Return (low, high) offsets of the skeletons' bag carry onto table B.
+
+        A bag already on table B keeps bag_offset_bounds. A bag carried over from table A is set
+        down at the near edge of table B (the side facing table A, -y): the y range runs from
+        footprint fully on the table (2 cm margin) to centre a whole footprint past the edge.
+        The box is wider than the stable placements on purpose: the planner's model has to
+        reject the overhanging ones, and the base model, which never saw a bag fall, does not.
+        """
+        low, high = self.bag_offset_bounds(scene)
+        if self._bag_on_table(scene):
+            return low, high
+        foot = layout.footprint(scene.half_extents[BAG_SLOT], scene.yaw[BAG_SLOT])
+        low[1] = -TABLE_B_HALF[1] - foot[1]
+        high[1] = -TABLE_B_HALF[1] + foot[1] + 0.02
+        return low, high
 
     def skeletons(self, scene: Scene):
-        """Return the candidate plan skeletons for `scene`."""
+        """Return the candidate plan skeletons for `scene`.
+
+        load_and_carry: load every loose item into the bag, carry the bag to table B.
+        carry_only: carry the bag (relies on its contents travelling along).
+        place_direct (only while the bag is off table B): put every loose item straight onto
+        its own cell of table B; items already in the bag stay there.
+        """
         items = self._items(scene)
+        loose = [item for item in items if not layout.is_inside(scene, item, BAG_SLOT)]
         yaw = float(scene.yaw[BAG_SLOT])
         load = []
-        for index, item in enumerate(items):
+        for index, item in enumerate(loose):
             cell = layout.rotate(BAG_CELLS[index % len(BAG_CELLS)], yaw)
             load.append(SkeletonStep(PICK_PLACE, item, BAG_SLOT, tuple(cell - 0.004),
                                      tuple(cell + 0.004)))
-        low, high = self.bag_offset_bounds(scene)
+        low, high = self.carry_bounds(scene)
         carry = SkeletonStep(PICK_PLACE, BAG_SLOT, FIXTURE_SLOT, tuple(low), tuple(high))
-        # load_and_carry always moves a loaded bag; carry_only relies on a preloaded bag.
-        return (tuple(load) + (carry,), (carry,))
+        skeletons = (tuple(load) + (carry,), (carry,))
+        if self._bag_on_table(scene) or not loose:
+            return skeletons
+        # Item placements on table B are in the training distribution, so in distribution this
+        # skeleton gets a high goal probability while every carry moves a loaded bag (unseen).
+        direct = tuple(
+            SkeletonStep(PICK_PLACE, item, FIXTURE_SLOT,
+                         tuple(TABLE_CELLS[index % len(TABLE_CELLS)] - TABLE_CELL_HALF),
+                         tuple(TABLE_CELLS[index % len(TABLE_CELLS)] + TABLE_CELL_HALF))
+            for index, item in enumerate(loose))
+        return skeletons + (direct,)
 
     def _off_edge(self, scene: Scene, skill: Skill) -> bool:
         if int(skill.skill) != PICK_PLACE or int(skill.support) != FIXTURE_SLOT:
