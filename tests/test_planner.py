@@ -171,7 +171,7 @@ def test_goal_and_skeleton_errors_name_the_field(setup):
 def test_plan_handles_push_steps_and_skeletons_of_several_lengths(setup):
     model, params, _, _, _ = setup
     task = get_task("packing")
-    scene = task.sample_scene(np.random.default_rng(0), 3)
+    scene = task.sample_scene(np.random.default_rng(0), 3, "ood")  # crowded shelf: pushes
     skeletons = task.skeletons(scene)
     assert len({len(s) for s in skeletons}) > 1 and any(
         step.skill == PUSH for s in skeletons for step in s)

@@ -127,4 +127,6 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At p = 0 or 1 the bound equals p only up to rounding; clamp so that low <= p <= high
+    # (error bars drawn from the interval must never be negative).
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
