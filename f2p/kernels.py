@@ -14,7 +14,7 @@ _INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-ne
 _SORT_MEDIAN_MAX_PARTICLES = 64  # below this a sort of the N(N-1)/2 values is the cheaper exact way
 _COUNT_BITS = 8  # bits per packed count: columns of at most 255 values, 4 counts per uint32
 _NUM_THRESHOLDS = 4
-_COLUMN_LENGTH = 128  # the matrix is viewed as [128, N^2 / 128]: reductions run down columns
+_COLUMN_LENGTH = 128  # the matrix is viewed as [128, N / 128, N]: reductions run down axis 0
 _MIN_KNOTS = 64  # fewer sample values inside a bracket: interpolate linearly
 _EXTRACT = 256  # a bracket this small is read with one top_k instead of more passes
 
@@ -79,8 +79,9 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     order statistics are bracketed by an integer interval [lo, hi) narrowed with counting passes
     over the full symmetric matrix (each off-diagonal value appears twice there and the N
     diagonal zeros lie below everything). A pass counts four thresholds at once, packed as
-    8-bit counts into one uint32 per column of a [128, N^2 / 128] view, so it costs one read
-    of the matrix; the first thresholds come from a sorted sample, later ones from
+    8-bit counts into one uint32 per column of a [128, N / 128, N] view, so it costs one read
+    of the matrix (and one write and read of the packed words, which XLA on CPU reduces in
+    windows); the first thresholds come from a sorted sample, later ones from
     interpolating the ranks. The per-column counts at lo and hi show which columns hold the
     last <= _EXTRACT bracket entries; those are gathered and the two values read with a small
     top_k. Typically 2 to 6 passes, where XLA's CPU sort costs ~100 passes' worth of time.
@@ -102,9 +103,9 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
         return 0.5 * (ordered[low_rank] + ordered[high_rank])
     # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
     bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
-    # Counting reduces down the columns of a [128, N^2 / 128] view: XLA on CPU fuses such a
-    # major-axis reduction with the compare-and-pack into one read of the matrix (row
-    # reductions over short rows get split into a written temporary and a windowed reduce).
+    # Counting reduces down axis 0 of a [128, N / 128, N] view: a major-axis reduction keeps
+    # the compare-and-pack fusion vectorised along matrix rows (reductions along short rows
+    # were split by XLA on CPU into extra temporaries).
     rows = _column_view(bits)
     # Condensed rank r <-> rank num + 2r in the full matrix (N zeros, then every value twice).
     ranks = (num + 2 * low_rank, num + 2 * high_rank)
@@ -117,8 +118,8 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     def read_extracted():
         # The <= _EXTRACT bracket entries lie in at most _EXTRACT columns: gather those.
         in_column = (bracket.column_count_hi - bracket.column_count_lo).astype(jnp.float32)
-        column_ids = jax.lax.top_k(in_column, min(_EXTRACT, rows.shape[1]))[1]
-        picked = rows[:, column_ids]
+        column_ids = jax.lax.top_k(in_column, min(_EXTRACT, in_column.shape[0]))[1]
+        picked = rows.reshape(_COLUMN_LENGTH, -1)[:, column_ids]
         picked = jnp.where((picked >= bracket.lo) & (picked < bracket.hi), picked, _INF_BITS)
         # Float top_k: XLA's CPU top_k is fast for floats but sorts everything for ints.
         smallest = -jax.lax.top_k(-as_float(picked.reshape(-1)), _EXTRACT)[0]
@@ -133,10 +134,18 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
 
 
 def _column_view(bits: jax.Array) -> jax.Array:
-    """[128, ceil(N^2 / 128)] view of the bits, padded with +inf patterns (never counted)."""
-    flat = bits.reshape(-1)
-    flat = jnp.pad(flat, (0, (-flat.shape[0]) % _COLUMN_LENGTH), constant_values=_INF_BITS)
-    return flat.reshape(_COLUMN_LENGTH, -1)
+    """[128, Q, N] view of the [N, N] bits (Q = ceil(N / 128)), padded with +inf patterns.
+
+    Column (q, j) holds bits[r * Q + q, j] for r < 128: entries of one matrix column j. Only the
+    major axis is split, so a fusion that computes the bits from the distance matmul still runs
+    along contiguous matrix rows; a flat [128, N^2 / 128] view made XLA on CPU rebuild (i, j)
+    from a linear index per element, which doubled the cost of the first pass.
+    """
+    num = bits.shape[0]
+    per_column = -(-num // _COLUMN_LENGTH)
+    padded = jnp.pad(bits, ((0, _COLUMN_LENGTH * per_column - num), (0, 0)),
+                     constant_values=_INF_BITS)
+    return padded.reshape(_COLUMN_LENGTH, per_column, bits.shape[1])
 
 
 def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
@@ -156,7 +165,7 @@ def _count_below(rows: jax.Array, thresholds: jax.Array) -> tuple[jax.Array, jax
     packed = sum(
         (rows < thresholds[index]).astype(jnp.uint32) << (_COUNT_BITS * index)
         for index in range(_NUM_THRESHOLDS))
-    per_column = jnp.sum(packed, axis=0, dtype=jnp.uint32)
+    per_column = jnp.sum(packed, axis=0, dtype=jnp.uint32).reshape(-1)
     shifts = jnp.arange(_NUM_THRESHOLDS, dtype=jnp.uint32) * _COUNT_BITS
     counts = (per_column[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1)
     counts = counts.astype(jnp.int32)
@@ -176,7 +185,8 @@ class _Bracket(NamedTuple):
 def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Bracket:
     """Narrows [lo, hi) around both ranks until it holds <= _EXTRACT entries or one value."""
     low_rank, high_rank = ranks
-    total, size = rows.size, sample.shape[0]
+    num = rows.shape[2]
+    total, size = num * num, sample.shape[0]  # real entries; the +inf padding is never counted
     fraction = (low_rank + high_rank + 1) / (2 * total)
     sigma = math.sqrt(fraction * (1 - fraction) * size)  # sample-rank spread of the target
     at = lambda k: sample[int(min(max(k, 0), size - 1))]  # noqa: E731
@@ -241,9 +251,12 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
         offsets = jnp.clip(jnp.round(offsets), 1.0, jnp.maximum(span - 1.0, 1.0))
         return bracket.lo + offsets.astype(jnp.int32)
 
-    columns = rows.shape[1]
+    # Real (unpadded) entries per column (q, j): those with matrix row r * Q + q < N.
+    length, per_column = rows.shape[:2]
+    real = np.arange(length)[:, None] * per_column + np.arange(per_column)[None, :] < num
+    column_totals = np.repeat(real.sum(axis=0), num).astype(np.int32)
     start = _Bracket(jnp.int32(0), jnp.int32(_INF_BITS), jnp.int32(0), jnp.int32(total),
-                     jnp.zeros(columns, jnp.int32), jnp.full(columns, rows.shape[0], jnp.int32),
+                     jnp.zeros(column_totals.shape, jnp.int32), jnp.asarray(column_totals),
                      jnp.bool_(False))
     bracket = update(start, first)
     return jax.lax.while_loop(
