@@ -375,8 +375,8 @@ def export(config, params, results: dict, key_relations: list[str]) -> dict[str,
     sizes = pretrained.export_params(directory, params, config, metadata)
     summary, _ = _rows(results["metrics"], key_relations)
     columns = ["task", "split", "rows", "F1 t", "F1 t+1", "copy F1 t+1",
-               *[f"{r} t+1" for r in key_relations], "changed acc",
-               "contents inside true", "contents inside pred"]
+               *[f"{r} t+1" for r in key_relations], "changed acc", "OOD-situation rows",
+               "situation F1 t+1", "contents inside true", "contents inside pred"]
     text = "\n".join([
         "# Base skill-effect model", "",
         "Parameters only (`params.npz`, float32) and the full config (`config.json`). Load with",
