@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import time
 import zlib
@@ -14,13 +12,12 @@ import numpy as np
 from absl import logging
 
 from f2p import agent, planner, tasks
-from f2p.io import reporting
+from f2p.io import failures, reporting
 from f2p.planner import ModelObservation
 from f2p.scene import RELATION_NAMES, SKILL_NAMES, Scene, Skill
 from isaac_bridge.real2sim import fit_scene
 from isaac_bridge.real_world import PhysicsRanges, RealWorld
 
-FAILURE_VERSION = 1
 """Bumped whenever the layout of a saved failure changes."""
 BELIEFS = ("real2sim", "nominal")
 
@@ -99,38 +96,6 @@ def checked_goal(task, scene: Scene, mask, where: str):
     return goal
 
 
-def save_failure(directory: str, name: str, arrays: dict[str, np.ndarray],
-                 metadata: dict[str, Any]) -> str:
-    """Writes one detected failure as <name>.npz (arrays) + <name>.json (metadata), atomically.
-
-    Returns:
-      The path without extension.
-    """
-    base = os.path.join(directory, name)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    reporting.atomic_write(base + ".npz", lambda file: file.write(buffer.getvalue()))
-    reporting.write_json(base + ".json", {"version": FAILURE_VERSION, **metadata})
-    return base
-
-
-def load_failure(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reads a failure written by save_failure; `path` with or without .npz/.json.
-
-    Raises:
-      FileNotFoundError: a file is missing. ValueError: another layout version.
-    """
-    base = os.path.splitext(path)[0] if path.endswith((".npz", ".json")) else path
-    with open(base + ".json") as file:
-        metadata = json.load(file)
-    if metadata.get("version") != FAILURE_VERSION:
-        raise ValueError(f"{base}.json: failure version {metadata.get('version')!r}, this code "
-                         f"reads {FAILURE_VERSION}")
-    with np.load(base + ".npz") as stored:
-        arrays = {key: stored[key] for key in stored.files}
-    return arrays, metadata
-
-
 def _skill_at(skills: Skill, step: int) -> Skill:
     return Skill(*(np.asarray(field)[step] for field in skills))
 
@@ -198,7 +163,7 @@ def run_episode(spec: EpisodeSpec, model, params, num_points: int, config,
             record.update(detected=True, detection_step=step,
                           false_alarm=not true_check.failed)
             if failure_dir is not None:
-                record["failure_file"] = os.path.basename(save_failure(
+                record["failure_file"] = os.path.basename(failures.save_failure(
                     failure_dir, f"{spec.task}-n{spec.count}-{spec.split}-e{spec.episode:03d}",
                     _failure_arrays(before, observation, seen, belief, plan, observed,
                                     truth_before, truth),

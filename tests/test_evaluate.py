@@ -9,6 +9,7 @@ import pytest
 from experiments import evaluate
 from experiments.configs import evaluate as evaluate_config
 from f2p import agent, tasks
+from f2p.io import failures
 from f2p.io.pretrained import PARAMS_FILE, export_params
 from f2p.models import SkillEffectModel
 from f2p.models import get_config as model_config
@@ -176,7 +177,7 @@ def test_tiny_evaluation_end_to_end(tmp_path, tiny_checkpoint):
             assert record["steps_executed"] == len(record["plan"]["skills"])
             continue
         assert record["steps_executed"] == record["detection_step"] + 1  # stopped there
-        arrays, metadata = evaluate.load_failure(
+        arrays, metadata = failures.load_failure(
             str(tmp_path / "failures" / (record["failure_file"] + ".npz")))
         assert metadata["step"] == record["detection_step"]
         assert metadata["world_seed"] == record["world_seed"]
