@@ -14,7 +14,7 @@ _INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-ne
 _SORT_MEDIAN_MAX_PARTICLES = 64  # below this a sort of the N(N-1)/2 values is the cheaper exact way
 _COUNT_BITS = 8  # bits per packed count: columns of at most 255 values, 4 counts per uint32
 _NUM_THRESHOLDS = 4
-_COLUMN_LENGTH = 128  # the matrix is viewed as [128, N / 128, N]: reductions run down axis 0
+_BLOCK = 128  # counting reads the upper triangle of 128 x 128 blocks, down their columns
 _MIN_KNOTS = 64  # fewer sample values inside a bracket: interpolate linearly
 _EXTRACT = 256  # a bracket this small is read with one top_k instead of more passes
 
@@ -78,10 +78,12 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     float32 bit patterns of non-negative numbers are ordered like the numbers, so the two middle
     order statistics are bracketed by an integer interval [lo, hi) narrowed with counting passes
     over the full symmetric matrix (each off-diagonal value appears twice there and the N
-    diagonal zeros lie below everything). A pass counts four thresholds at once, packed as
-    8-bit counts into one uint32 per column of a [128, N / 128, N] view, so it costs one read
-    of the matrix (and one write and read of the packed words, which XLA on CPU reduces in
-    windows); the first thresholds come from a sorted sample, later ones from
+    diagonal zeros lie below everything). The passes read only the blocks on or above the
+    diagonal of a 128 x 128 block grid (about half the matrix), counting entries of the
+    off-diagonal blocks twice. A pass counts four thresholds at once, packed as 8-bit counts
+    into one uint32 per block column, so it costs one read of those blocks (and one write and
+    read of the packed words, which XLA on CPU reduces in windows); the first thresholds come
+    from a sorted sample, later ones from
     interpolating the ranks. The per-column counts at lo and hi show which columns hold the
     last <= _EXTRACT bracket entries; those are gathered and the two values read with a small
     top_k. Typically 2 to 6 passes, where XLA's CPU sort costs ~100 passes' worth of time.
@@ -103,27 +105,30 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
         return 0.5 * (ordered[low_rank] + ordered[high_rank])
     # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
     bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
-    # Counting reduces down axis 0 of a [128, N / 128, N] view: a major-axis reduction keeps
-    # the compare-and-pack fusion vectorised along matrix rows (reductions along short rows
-    # were split by XLA on CPU into extra temporaries).
-    rows = _column_view(bits)
+    rows, weights = _upper_blocks(bits)
     # Condensed rank r <-> rank num + 2r in the full matrix (N zeros, then every value twice).
     ranks = (num + 2 * low_rank, num + 2 * high_rank)
     # A sample of ~N^2 / 256 values (512 to 4096): big enough for a tight first bracket,
     # small enough that XLA's slow CPU sort of it stays negligible.
     sample = _sample(bits, size=min(4096, max(512, num * num // 256)))
-    bracket = _narrow(rows, ranks, sample)
+    bracket = _narrow(rows, weights, num, ranks, sample)
     as_float = lambda b: jax.lax.bitcast_convert_type(b, jnp.float32)  # noqa: E731
 
     def read_extracted():
-        # The <= _EXTRACT bracket entries lie in at most _EXTRACT columns: gather those.
+        # The <= _EXTRACT bracket entries (fewer stored ones: weights are >= 1) lie in at most
+        # _EXTRACT columns: gather those.
         in_column = (bracket.column_count_hi - bracket.column_count_lo).astype(jnp.float32)
         column_ids = jax.lax.top_k(in_column, min(_EXTRACT, in_column.shape[0]))[1]
-        picked = rows.reshape(_COLUMN_LENGTH, -1)[:, column_ids]
+        picked = rows[:, column_ids]
         picked = jnp.where((picked >= bracket.lo) & (picked < bracket.hi), picked, _INF_BITS)
+        picked_weights = jnp.broadcast_to(jnp.asarray(weights)[column_ids], picked.shape)
         # Float top_k: XLA's CPU top_k is fast for floats but sorts everything for ints.
-        smallest = -jax.lax.top_k(-as_float(picked.reshape(-1)), _EXTRACT)[0]
-        return smallest[ranks[0] - bracket.count_lo], smallest[ranks[1] - bracket.count_lo]
+        negated, order = jax.lax.top_k(-as_float(picked.reshape(-1)), _EXTRACT)
+        # Full-matrix rank of each sorted stored value: it covers `weight` ranks from there.
+        covered = jnp.cumsum(picked_weights.reshape(-1)[order])
+        at_rank = lambda rank: -negated[  # noqa: E731
+            jnp.searchsorted(covered, rank - bracket.count_lo, side="right")]
+        return at_rank(ranks[0]), at_rank(ranks[1])
 
     def read_tie():  # hi = lo + 1: every value in the bracket is lo
         return as_float(bracket.lo), as_float(bracket.lo)
@@ -133,19 +138,27 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     return 0.5 * (low + high)
 
 
-def _column_view(bits: jax.Array) -> jax.Array:
-    """[128, Q, N] view of the [N, N] bits (Q = ceil(N / 128)), padded with +inf patterns.
+def _upper_blocks(bits: jax.Array) -> tuple[jax.Array, np.ndarray]:
+    """The blocks on or above the diagonal of a 128 x 128 block grid, side by side.
 
-    Column (q, j) holds bits[r * Q + q, j] for r < 128: entries of one matrix column j. Only the
-    major axis is split, so a fusion that computes the bits from the distance matmul still runs
-    along contiguous matrix rows; a flat [128, N^2 / 128] view made XLA on CPU rebuild (i, j)
-    from a linear index per element, which doubled the cost of the first pass.
+    Returns:
+      (rows [128, C], weights [C]): block row r contributes its blocks r, r+1, ... as 128-row
+      column stripes, so column c of `rows` is part of one matrix column inside one block row.
+      weights[c] is how often each of its entries stands in the full matrix: 1 in a diagonal
+      block (which holds both (i, j) and (j, i)), 2 above it. The matrix is padded to whole
+      blocks with +inf patterns, never counted. Stripes of contiguous row segments keep the
+      fusion that computes the bits from the distance matmul vectorised (a flat reshaped view
+      made XLA on CPU rebuild (i, j) per element).
     """
     num = bits.shape[0]
-    per_column = -(-num // _COLUMN_LENGTH)
-    padded = jnp.pad(bits, ((0, _COLUMN_LENGTH * per_column - num), (0, 0)),
-                     constant_values=_INF_BITS)
-    return padded.reshape(_COLUMN_LENGTH, per_column, bits.shape[1])
+    blocks = -(-num // _BLOCK)
+    pad = blocks * _BLOCK - num
+    padded = jnp.pad(bits, ((0, pad), (0, pad)), constant_values=_INF_BITS)
+    rows = jnp.concatenate([padded[r * _BLOCK:(r + 1) * _BLOCK, r * _BLOCK:]
+                            for r in range(blocks)], axis=1)
+    weights = np.concatenate([np.repeat([1, 2], [_BLOCK, (blocks - 1 - r) * _BLOCK])
+                              for r in range(blocks)]).astype(np.int32)
+    return rows, weights
 
 
 def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
@@ -156,8 +169,9 @@ def _sample(bits: jax.Array, size: int = 4096) -> jax.Array:
     return jnp.sort(bits[rows[pick], cols[pick]])
 
 
-def _count_below(rows: jax.Array, thresholds: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-column counts [C, T] and totals [T] of entries < each of T thresholds, in one pass.
+def _count_below(rows: jax.Array, weights: np.ndarray,
+                 thresholds: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-column counts [C, T] and weighted totals [T] of entries < each threshold, one pass.
 
     The T indicators are packed into one uint32 per entry before a single reduction down the
     columns: XLA on CPU fuses one reduction well but not several sibling ones.
@@ -165,11 +179,11 @@ def _count_below(rows: jax.Array, thresholds: jax.Array) -> tuple[jax.Array, jax
     packed = sum(
         (rows < thresholds[index]).astype(jnp.uint32) << (_COUNT_BITS * index)
         for index in range(_NUM_THRESHOLDS))
-    per_column = jnp.sum(packed, axis=0, dtype=jnp.uint32).reshape(-1)
+    per_column = jnp.sum(packed, axis=0, dtype=jnp.uint32)
     shifts = jnp.arange(_NUM_THRESHOLDS, dtype=jnp.uint32) * _COUNT_BITS
     counts = (per_column[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1)
     counts = counts.astype(jnp.int32)
-    return counts, jnp.sum(counts, axis=0)
+    return counts, jnp.sum(counts * weights[:, None], axis=0)
 
 
 class _Bracket(NamedTuple):
@@ -182,10 +196,13 @@ class _Bracket(NamedTuple):
     stalled: jax.Array  # the last pass did not halve the count inside: bisect next
 
 
-def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Bracket:
-    """Narrows [lo, hi) around both ranks until it holds <= _EXTRACT entries or one value."""
+def _narrow(rows: jax.Array, weights: np.ndarray, num: int, ranks: tuple[int, int],
+            sample: jax.Array) -> _Bracket:
+    """Narrows [lo, hi) around both ranks until it holds <= _EXTRACT entries or one value.
+
+    Counts are in full-matrix units (N^2 entries; see _upper_blocks for the weights).
+    """
     low_rank, high_rank = ranks
-    num = rows.shape[2]
     total, size = num * num, sample.shape[0]  # real entries; the +inf padding is never counted
     fraction = (low_rank + high_rank + 1) / (2 * total)
     sigma = math.sqrt(fraction * (1 - fraction) * size)  # sample-rank spread of the target
@@ -195,7 +212,7 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
                        at(centre + sigma + 1) + 1, at(centre + 3 * sigma + 1) + 1])
 
     def update(bracket: _Bracket, thresholds: jax.Array) -> _Bracket:
-        column_counts, counts = _count_below(rows, thresholds.astype(jnp.int32))
+        column_counts, counts = _count_below(rows, weights, thresholds.astype(jnp.int32))
         lo_candidates = jnp.where(counts <= low_rank, thresholds, bracket.lo)
         hi_candidates = jnp.where(counts > high_rank, thresholds, bracket.hi)
         best_lo, best_hi = jnp.argmax(lo_candidates), jnp.argmin(hi_candidates)
@@ -251,10 +268,12 @@ def _narrow(rows: jax.Array, ranks: tuple[int, int], sample: jax.Array) -> _Brac
         offsets = jnp.clip(jnp.round(offsets), 1.0, jnp.maximum(span - 1.0, 1.0))
         return bracket.lo + offsets.astype(jnp.int32)
 
-    # Real (unpadded) entries per column (q, j): those with matrix row r * Q + q < N.
-    length, per_column = rows.shape[:2]
-    real = np.arange(length)[:, None] * per_column + np.arange(per_column)[None, :] < num
-    column_totals = np.repeat(real.sum(axis=0), num).astype(np.int32)
+    # Real (unpadded) entries per column: matrix rows below N, in a matrix column below N.
+    blocks = -(-num // _BLOCK)
+    real_rows = np.clip(num - _BLOCK * np.arange(blocks), 0, _BLOCK)
+    column_totals = np.concatenate([
+        np.where(np.arange(r * _BLOCK, blocks * _BLOCK) < num, real_rows[r], 0)
+        for r in range(blocks)]).astype(np.int32)
     start = _Bracket(jnp.int32(0), jnp.int32(_INF_BITS), jnp.int32(0), jnp.int32(total),
                      jnp.zeros(column_totals.shape, jnp.int32), jnp.asarray(column_totals),
                      jnp.bool_(False))

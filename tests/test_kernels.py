@@ -60,7 +60,7 @@ def test_kernel_gradient_matches_finite_differences(kernel):
         np.testing.assert_allclose(grad[index], numeric, rtol=2e-2, atol=1e-3)
 
 
-@pytest.mark.parametrize("num", [2, 3, 20, 63, 64, 65, 97, 130, 300])
+@pytest.mark.parametrize("num", [2, 3, 20, 63, 64, 65, 97, 130, 256, 300])
 @pytest.mark.parametrize("layout", ["gauss", "bimodal", "ties", "scales"])
 def test_median_equals_numpy(num, layout):
     rng = np.random.default_rng(num)
