@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from f2p.scene import PICK_PLACE, PUSH, RELATION_NAMES, Scene, Skill, validate_scene
-from f2p.tasks.layout import LayoutError
+from f2p.tasks.layout import LayoutError, free_table_offset
 
 SPLITS = ("train", "ood")
 """Scene distributions: what the base model learns from, and where it goes wrong."""
@@ -82,6 +82,28 @@ def push_params(rng: np.random.Generator, low: float = 0.03, high: float = 0.12)
     angle = rng.uniform(0.0, 2.0 * np.pi)
     length = rng.uniform(low, high)
     return np.array([length * np.cos(angle), length * np.sin(angle)])
+
+
+def place_on_table_or_push(rng: np.random.Generator, scene: Scene, obj: int) -> Skill:
+    """Return a placement of `obj` on a free spot of the destination fixture, else a push."""
+    offset = free_table_offset(rng, scene, obj, FIXTURE_SLOT)
+    if offset is None:
+        return make_skill(PUSH, obj, -1, push_params(rng))
+    return make_skill(PICK_PLACE, obj, FIXTURE_SLOT, offset)
+
+
+def stack_or_place_on_table(rng: np.random.Generator, scene: Scene, obj: int, items,
+                            choice: float, stack_jitter: float) -> Skill:
+    """Return `obj` stacked on another of `items` when choice > 0.9, else on the table.
+
+    The stacking offset is uniform within +-stack_jitter; the table case is
+    place_on_table_or_push.
+    """
+    others = [slot for slot in items if slot != obj]
+    if choice > 0.9 and others:
+        return make_skill(PICK_PLACE, obj, int(rng.choice(others)),
+                          rng.uniform(-stack_jitter, stack_jitter, 2))
+    return place_on_table_or_push(rng, scene, obj)
 
 
 def check_split(split: str) -> None:

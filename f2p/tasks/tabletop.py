@@ -6,7 +6,16 @@ import numpy as np
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Scene, Skill, make_scene
 from f2p.tasks import layout
-from f2p.tasks.base import FIXTURE_SLOT, Goal, SkeletonStep, Task, make_skill, push_params
+from f2p.tasks.base import (
+    FIXTURE_SLOT,
+    Goal,
+    SkeletonStep,
+    Task,
+    make_skill,
+    place_on_table_or_push,
+    push_params,
+    stack_or_place_on_table,
+)
 
 TABLE_B_HALF = (0.20, 0.25, 0.05)
 TABLE_B_POS = (0.55, 0.35, 0.05)
@@ -104,10 +113,7 @@ class TabletopTask(Task):
             cup = int(rng.choice(loaded_cups))
             if rng.random() < 0.3:
                 return make_skill(PUSH, cup, -1, push_params(rng))
-            offset = layout.free_table_offset(rng, scene, cup, FIXTURE_SLOT)
-            if offset is not None:
-                return make_skill(PICK_PLACE, cup, FIXTURE_SLOT, offset)
-            return make_skill(PUSH, cup, -1, push_params(rng))
+            return place_on_table_or_push(rng, scene, cup)
         # Training never moves a loaded cup (none exist there) and never blocks a placement.
         movable = [s for s in cups + items if split == "ood" or not loaded[s]]
         obj = int(rng.choice(movable))
@@ -120,14 +126,8 @@ class TabletopTask(Task):
             if choice < 0.45 and targets:
                 return make_skill(PICK_PLACE, obj, int(rng.choice(targets)),
                                   rng.uniform(-0.006, 0.006, 2))
-            others = [s for s in items if s != obj]
-            if choice > 0.9 and others:
-                return make_skill(PICK_PLACE, obj, int(rng.choice(others)),
-                                  rng.uniform(-0.01, 0.01, 2))
-        offset = layout.free_table_offset(rng, scene, obj, FIXTURE_SLOT)
-        if offset is None:
-            return make_skill(PUSH, obj, -1, push_params(rng))
-        return make_skill(PICK_PLACE, obj, FIXTURE_SLOT, offset)
+            return stack_or_place_on_table(rng, scene, obj, items, choice, stack_jitter=0.01)
+        return place_on_table_or_push(rng, scene, obj)
 
     def goal(self, scene: Scene) -> Goal:
         """Return the goal relations over the slots of `scene`."""

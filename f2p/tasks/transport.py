@@ -6,7 +6,15 @@ import numpy as np
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Scene, Skill, make_scene
 from f2p.tasks import layout
-from f2p.tasks.base import FIXTURE_SLOT, Goal, SkeletonStep, Task, make_skill, push_params
+from f2p.tasks.base import (
+    FIXTURE_SLOT,
+    Goal,
+    SkeletonStep,
+    Task,
+    make_skill,
+    push_params,
+    stack_or_place_on_table,
+)
 
 TABLE_B_HALF = (0.20, 0.22, 0.075)
 TABLE_B_POS = (0.55, 0.35, 0.075)
@@ -139,14 +147,7 @@ class TransportTask(Task):
         if choice < 0.5:
             cell = BAG_CELLS[rng.integers(len(BAG_CELLS))] + rng.uniform(-0.004, 0.004, 2)
             return make_skill(PICK_PLACE, obj, BAG_SLOT, layout.rotate(cell, scene.yaw[BAG_SLOT]))
-        others = [s for s in items if s != obj]
-        if choice > 0.9 and others:
-            return make_skill(PICK_PLACE, obj, int(rng.choice(others)),
-                              rng.uniform(-0.008, 0.008, 2))
-        offset = layout.free_table_offset(rng, scene, obj, FIXTURE_SLOT)
-        if offset is None:
-            return make_skill(PUSH, obj, -1, push_params(rng))
-        return make_skill(PICK_PLACE, obj, FIXTURE_SLOT, offset)
+        return stack_or_place_on_table(rng, scene, obj, items, choice, stack_jitter=0.008)
 
     def goal(self, scene: Scene) -> Goal:
         """Return the goal relations: every item above table B, and a loaded bag there too."""
