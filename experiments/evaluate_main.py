@@ -13,7 +13,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/evaluate", "Output folder.")
 
 def main(argv):
     """Runs experiments.evaluate.run with the parsed config."""
-    runtime.configure_host_allocator()
+    runtime.configure_process()
     del argv
     config = _CONFIG.value
     logging.info("config:\n%s", config)

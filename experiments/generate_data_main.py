@@ -22,7 +22,7 @@ _RENDER = flags.DEFINE_bool("render", False, "Also draw a few transitions as PNG
 
 def main(argv):
     """Generates the datasets and logs the kept counts."""
-    runtime.configure_host_allocator()
+    runtime.configure_process()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value

@@ -21,7 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/pretrain", "Output folder (r
 
 def main(argv):
     """Runs pretrain.run with the parsed config and logs the ID vs OOD summary."""
-    runtime.configure_host_allocator()
+    runtime.configure_process()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value

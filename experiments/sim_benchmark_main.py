@@ -18,7 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/sim_benchmark", "Output fold
 
 def main(argv):
     """Run the benchmark and print its Markdown table."""
-    runtime.configure_host_allocator()
+    runtime.configure_process()
     del argv
     logging.info("config:\n%s", _CONFIG.value)
     print(sim_benchmark.markdown(sim_benchmark.run(_CONFIG.value, _WORKDIR.value)))

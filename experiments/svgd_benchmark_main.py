@@ -13,7 +13,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/svgd_benchmark", "Output fol
 
 def main(argv):
     """Runs the benchmark or the demo selected by config.mode."""
-    runtime.configure_host_allocator()
+    runtime.configure_process()
     del argv
     config = _CONFIG.value
     logging.info("config:\n%s", config)

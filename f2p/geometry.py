@@ -10,10 +10,11 @@ import numpy as np
 
 from f2p.scene import CONTAINER, Scene
 
-# The 8 corners of the unit box [-1, 1]^3, in binary order (x slowest, z fastest).
-UNIT_CORNERS = jnp.array(
+# The 8 corners of the unit box [-1, 1]^3, in binary order (x slowest, z fastest). A NumPy
+# constant: a jnp one would create the JAX backend at import, before a main can set XLA flags.
+UNIT_CORNERS = np.array(
     [[sx, sy, sz] for sx in (-1.0, 1.0) for sy in (-1.0, 1.0) for sz in (-1.0, 1.0)],
-    dtype=jnp.float32,
+    dtype=np.float32,
 )
 
 

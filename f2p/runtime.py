@@ -1,4 +1,4 @@
-"""Host process settings that XLA on CPU needs to run large particle sets at full speed."""
+"""Host process settings that XLA on CPU needs to run particle sets at full speed."""
 
 from __future__ import annotations
 
@@ -53,3 +53,58 @@ def configure_host_allocator() -> bool:
                 (_M_TOP_PAD, 1 << 28), (_M_ARENA_MAX, 1))
     _configured = all(mallopt(parameter, value) == 1 for parameter, value in settings)
     return _configured
+
+
+WIDE_VECTORS_FLAG = "--xla_cpu_prefer_vector_width=512"
+
+
+def cpu_has_avx512() -> bool:
+    """True when /proc/cpuinfo lists avx512f (False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return any(line.startswith("flags") and " avx512f" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def configure_xla_cpu() -> bool:
+    """Asks XLA's CPU compiler for 512-bit vector code on CPUs with AVX-512.
+
+    XLA emits 256-bit vector code by default even where AVX-512 is available. The SVGD step's
+    elementwise fusions (the kernel exp, the median's counting passes) run over N^2 entries;
+    measured here, 512-bit code takes the step at N = 2048, D = 96 from 17.8 to 14.6 ms (the
+    matmuls are unchanged: they are YNNPACK's own code). XLA reads its flags once, when JAX
+    creates the CPU backend: call this before the first JAX computation. Flags are process
+    wide, so every JAX computation of the process (a benchmark's baselines included) gets them.
+
+    A no-op (returning False) when the CPU lacks AVX-512, when XLA_FLAGS already sets the
+    vector width, when the backend already exists (too late; the environment is left alone),
+    and when the environment variable F2P_KEEP_DEFAULT_XLA_FLAGS is set.
+
+    Returns:
+      True when the flag is in effect for backends created from now on.
+    """
+    current = os.environ.get("XLA_FLAGS", "")
+    if WIDE_VECTORS_FLAG in current.split():
+        return True
+    if (os.environ.get("F2P_KEEP_DEFAULT_XLA_FLAGS") or "xla_cpu_prefer_vector_width" in current
+            or not cpu_has_avx512()):
+        return False
+    from jax._src import xla_bridge  # private: the only way to ask whether it is too late
+
+    if xla_bridge.backends_are_initialized():
+        logging.warning("configure_xla_cpu: the JAX backend already exists; %s not applied",
+                        WIDE_VECTORS_FLAG)
+        return False
+    os.environ["XLA_FLAGS"] = f"{current} {WIDE_VECTORS_FLAG}".strip()
+    return True
+
+
+def configure_process() -> dict[str, bool]:
+    """Both settings above, as every main applies them before its first JAX computation.
+
+    Returns:
+      {"host_allocator": ..., "xla_wide_vectors": ...}: which of them took effect.
+    """
+    return {"host_allocator": configure_host_allocator(),
+            "xla_wide_vectors": configure_xla_cpu()}

@@ -80,7 +80,7 @@ def save_figure(path: str, figure) -> None:
 
 
 def environment() -> dict[str, Any]:
-    """Versions and devices to store with every result (jax/jaxlib, devices, CPU count)."""
+    """Versions, devices and XLA flags to store with every result (jax/jaxlib, CPU count)."""
     import jax
     import jaxlib
 
@@ -98,6 +98,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "platform": platform.platform(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
