@@ -16,6 +16,7 @@ def test_tiny_benchmark_writes_results(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["environment"]["versions"]["jax"] == "0.10.1"
     assert saved["matmul_peak_flops"] > 0
+    assert "xla_flags" in saved["environment"]  # recorded with every result
 
 
 def test_tiny_demo_shows_collapse(tmp_path):
