@@ -13,7 +13,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.seed = 0
     config.num_particles = (20, 128, 512, 2048)
     config.dims = (12, 96)
-    config.implementations = ("f2p", "numpy", "blackjax")
+    # numpy computes in float32 like the others; numpy_f64 in float64, as Liu & Wang's code.
+    config.implementations = ("f2p", "numpy", "numpy_f64", "blackjax")
     config.mode_separation = 3.0  # mixture modes at +-separation / sqrt(D) * ones
     config.learning_rate = 0.05  # plain SGD for the comparison: the update is phi* itself
     config.steps_per_call = 10  # a timed call runs this many steps; the particles must agree
@@ -22,6 +23,12 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.max_timing_repeats = 50  # calls per implementation and round, at most
     config.timing_rounds = 3  # each implementation's best round is reported
     config.matmul_size = 2048  # float32 square matmul measured for this machine's peak
+    # Independent problems in one vmapped svgd.run (each its own shifted mixture).
+    config.batch = ml_collections.ConfigDict()
+    config.batch.num_problems = 256
+    config.batch.num_particles = 20
+    config.batch.dim = 12
+    config.batch.num_steps = 100
     # Demo: a 2-D bimodal target, SVGD vs gradient from one initial set.
     config.demo = ml_collections.ConfigDict()
     config.demo.num_particles = 100
@@ -34,6 +41,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.min_timing_seconds = 0.01
         config.max_timing_repeats = 3
         config.steps_per_call = 2
+        config.batch.num_problems = 4
+        config.batch.num_steps = 3
         config.timing_rounds = 2
         config.matmul_size = 256
         config.demo.num_particles = 40
