@@ -106,8 +106,8 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
         rows, cols = np.triu_indices(num, 1)
         # The high_rank + 1 smallest values, ascending: XLA's CPU top_k is a native partial
         # sort for floats, where its sort calls a compiled comparator per comparison.
-        smallest = -jax.lax.top_k(-sq_dists[rows, cols].astype(jnp.float32), high_rank + 1)[0]
-        return 0.5 * (smallest[low_rank] + smallest[high_rank]).astype(sq_dists.dtype)
+        smallest = -jax.lax.top_k(-sq_dists[rows, cols], high_rank + 1)[0]
+        return 0.5 * (smallest[low_rank] + smallest[high_rank])
     # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
     bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
     rows, weights = _upper_blocks(bits)
