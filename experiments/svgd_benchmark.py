@@ -216,8 +216,9 @@ def benchmark_batch(config: ml_collections.ConfigDict) -> dict:
 
     batched, compile_seconds = _compiled(jax.vmap(solve), centres, x0)
     single = jax.jit(solve)
+    problems = list(zip(centres, x0, strict=True))  # split once, outside the timed loop
     calls = {"vmap": lambda: batched(centres, x0),
-             "loop": lambda: [single(centres[i], x0[i]) for i in range(batch.num_problems)]}
+             "loop": lambda: [single(centre, particles) for centre, particles in problems]}
     seconds = _time_rounds(calls, config)
     step_ms = {name: 1e3 * value / batch.num_steps for name, value in seconds.items()}
     logging.info("%d problems x %d particles, D=%d: vmapped %.3f ms/step, looped %.3f ms/step",
