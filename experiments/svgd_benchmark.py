@@ -169,10 +169,10 @@ def benchmark_cell(num: int, dim: int, config: ml_collections.ConfigDict) -> lis
             upper = np.triu_indices(num, 1)
             dtype = np.float64 if name == "numpy_f64" else np.float32
 
-            def run_numpy(upper=upper, dtype=dtype):
-                x = x0.astype(dtype)
+            def run_numpy(upper=upper, x_start=x0.astype(dtype), modes=means.astype(dtype)):
+                x = x_start
                 for _ in range(steps):
-                    x = numpy_svgd_step(x, means.astype(dtype), config.learning_rate, upper)
+                    x = numpy_svgd_step(x, modes, config.learning_rate, upper)
                 return x
 
             calls[name], compile_seconds[name] = run_numpy, 0.0
