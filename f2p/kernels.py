@@ -14,6 +14,7 @@ _INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-ne
 _TOP_K_MEDIAN_MAX_PARTICLES = 64  # below this a top_k of the N(N-1)/2 values is the cheaper way
 _COUNT_BITS = 8  # bits per packed count: columns of at most 255 values, 4 counts per uint32
 _NUM_THRESHOLDS = 4
+_PARTIAL_ROWS = 8  # _column_sums: rows summed per partial (a power of two)
 _BLOCK = 128  # counting reads the upper triangle of 128 x 128 blocks, down their columns
 _MIN_KNOTS = 64  # fewer sample values inside a bracket: interpolate linearly
 _EXTRACT_MIN, _EXTRACT_MAX = 64, 256  # bracket entries read with one top_k (see _extract_size)
@@ -71,6 +72,26 @@ def pairwise_sq_dists(x: jax.Array, y: jax.Array | None = None) -> jax.Array:
     x_sq = jnp.sum(x * x, axis=-1)
     y_sq = jnp.sum(y * y, axis=-1)
     return jnp.maximum(x_sq[:, None] + y_sq[None, :] - 2.0 * (x @ y.T), 0.0)
+
+
+def _column_sums(matrix: jax.Array) -> jax.Array:
+    """Sums an integer [R, C] matrix down its columns to [C], as XLA on CPU runs it fastest.
+
+    One reduction of a fused compare-and-pack expression down [128, 17408] columns (a counting
+    pass at N = 2048) takes 0.78 ms on this CPU. Reducing groups of 8 rows into an [8, C]
+    partial, then adding its halves elementwise, takes 0.37 ms: three passes per median save
+    about 1 ms. (XLA hands float sums to YNNPACK, where the trick gains nothing.) Rows not a
+    multiple of 8 take the plain reduction.
+    """
+    num_rows = matrix.shape[0]
+    if num_rows % _PARTIAL_ROWS:
+        return jnp.sum(matrix, axis=0, dtype=matrix.dtype)
+    partial = jnp.sum(matrix.reshape(num_rows // _PARTIAL_ROWS, _PARTIAL_ROWS, -1), axis=0,
+                      dtype=matrix.dtype)
+    while partial.shape[0] > 1:  # 8 -> 4 -> 2 -> 1 rows, fused into one elementwise loop
+        half = partial.shape[0] // 2
+        partial = partial[:half] + partial[half:]
+    return partial[0]
 
 
 def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
@@ -197,7 +218,7 @@ def _count_below(rows: jax.Array, weights: np.ndarray,
     packed = sum(
         (rows < thresholds[index]).astype(jnp.uint32) << (_COUNT_BITS * index)
         for index in range(_NUM_THRESHOLDS))
-    per_column = jnp.sum(packed, axis=0, dtype=jnp.uint32)
+    per_column = _column_sums(packed)
     shifts = jnp.arange(_NUM_THRESHOLDS, dtype=jnp.uint32) * _COUNT_BITS
     counts = (per_column[:, None] >> shifts[None, :]) & jnp.uint32(2**_COUNT_BITS - 1)
     counts = counts.astype(jnp.int32)

@@ -83,6 +83,16 @@ def test_median_large_selection_path_exact():
     assert float(jax.jit(kernels.median_pairwise_sq_dist)(sq)) == expected
 
 
+@pytest.mark.parametrize("num_rows", [128, 8, 100, 1])
+def test_column_sums_match_numpy(num_rows):
+    # 8-row partials and a tree of adds (rows a multiple of 8), or the plain reduction.
+    matrix = np.random.default_rng(num_rows).integers(0, 2**20, size=(num_rows, 300))
+    matrix = matrix.astype(np.uint32)
+    sums = jax.jit(kernels._column_sums)(jnp.asarray(matrix))
+    assert sums.dtype == jnp.uint32
+    np.testing.assert_array_equal(sums, matrix.sum(axis=0, dtype=np.uint32))
+
+
 def test_median_bandwidth_rule():
     x = jnp.asarray(np.random.default_rng(3).normal(size=(40, 4)), jnp.float32)
     sq = kernels.pairwise_sq_dists(x)
