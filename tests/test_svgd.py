@@ -54,6 +54,19 @@ def test_stein_direction_matches_textbook(kernel):
     np.testing.assert_allclose(phi, expected, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("kernel", ["rbf", "imq"])
+def test_stein_direction_far_from_origin(kernel):
+    """Only differences between particles matter: a set 1000 units out loses no accuracy."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    score = rng.normal(size=(64, 3)).astype(np.float32)
+    near, h = svgd.stein_direction(jnp.asarray(x), jnp.asarray(score), kernel=kernel)
+    far, h_far = svgd.stein_direction(jnp.asarray(x + 1000.0), jnp.asarray(score), kernel=kernel)
+    # float32 holds x + 1000 to ~6e-5: that much relative change in h and phi is allowed.
+    np.testing.assert_allclose(h_far, h, rtol=1e-3)
+    np.testing.assert_allclose(far, near, rtol=1e-3, atol=1e-3 * np.abs(near).max())
+
+
 def _run(generator, particles, steps):
     return jax.jit(svgd.run, static_argnums=(0, 3))(generator, jax.random.key(0), particles,
                                                     steps)
