@@ -88,11 +88,10 @@ def stein_direction(x: jax.Array, score: jax.Array, kernel: str = "rbf",
       (phi [N, D], the bandwidth used).
     """
     num = x.shape[0]
-    # phi depends on x only through differences x_j - x_i. Seen from the first particle, the
-    # rounding of the Gram-matrix distances and of the merged product below scales with the
-    # set's spread, not with its distance from the origin (a mean would cost a reduction:
-    # 0.1 ms of a 1 ms step at N = 512).
-    x = x - x[:1]
+    # phi depends on x only through differences x_j - x_i. Centred, the rounding of the
+    # Gram-matrix distances and of the merged product below scales with the set's spread, not
+    # with its distance from the origin. Measured cost: 0.1 ms of a 1.15 ms step at N = 512.
+    x = x - jnp.mean(x, axis=0)
     sq = kernels.pairwise_sq_dists(x)
     h = kernels.median_bandwidth(sq) if bandwidth is None else jnp.asarray(bandwidth, x.dtype)
     if kernel == "rbf":
