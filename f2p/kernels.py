@@ -107,10 +107,10 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     off-diagonal blocks twice. A pass counts four thresholds at once, packed as 8-bit counts
     into one uint32 per block column, so it costs one read of those blocks (see _column_sums
     for how the packed words are summed); the first thresholds come from a sorted sample,
-    later ones from interpolating the ranks. The per-column counts at lo
-    and hi show which columns hold the last <= E bracket entries (E from _extract_size); those
-    are gathered and the two values read with a small top_k. Typically 2 to 6 passes, where
-    XLA's CPU sort costs ~100 passes' worth of time.
+    later ones from interpolating the ranks. The per-column counts at lo and hi show which
+    columns hold the last <= E bracket entries (E from _extract_size); those are gathered and
+    the two values read with a small top_k. Typically 2 to 6 passes, where XLA's CPU sort
+    costs ~100 passes' worth of time.
 
     Args:
       sq_dists: [N, N] symmetric, non-negative, zero diagonal, finite.
