@@ -96,8 +96,8 @@ def stein_direction(x: jax.Array, score: jax.Array, kernel: str = "rbf",
     h = kernels.median_bandwidth(sq) if bandwidth is None else jnp.asarray(bandwidth, x.dtype)
     if kernel == "rbf":
         gram = jnp.exp(-sq / h)
-        total = gram @ (score - (2.0 / h) * x) + (2.0 / h) * x * jnp.sum(gram, axis=1,
-                                                                          keepdims=True)
+        row_sums = jnp.sum(gram, axis=1, keepdims=True)
+        total = gram @ (score - (2.0 / h) * x) + (2.0 / h) * x * row_sums
     else:
         kernel_fn = kernels.get_kernel(kernel)
         gram, slope = kernel_fn.value(sq, h), kernel_fn.d_value(sq, h)
