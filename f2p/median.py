@@ -8,9 +8,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import custom_batching
 
 _INF_BITS = 0x7F800000  # bit pattern of float32 +inf: above every finite non-negative float
-_TOP_K_MEDIAN_MAX_PARTICLES = 64  # below this a top_k of the N(N-1)/2 values is the cheaper way
+_TOP_K_MEDIAN_MAX_PARTICLES = 64  # below this _small_median sorts the N(N-1)/2 values
 _COUNT_BITS = 8  # bits per packed count: columns of at most 255 values, 4 counts per uint32
 _NUM_THRESHOLDS = 4
 _PARTIAL_ROWS = 8  # _column_sums: rows summed per partial (a power of two)
@@ -42,8 +43,10 @@ def _column_sums(matrix: jax.Array) -> jax.Array:
 def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     """Exact median of the N(N-1)/2 values sq_dists[i, j], i < j (NumPy's np.median convention).
 
-    For small N this takes the smaller half of the upper triangle with top_k (a partial sort;
-    7x faster than XLA's CPU sort at N = 20). For larger N it selects without sorting: the
+    The median is a constant under autodiff (zero gradient), as the bandwidth is in Liu &
+    Wang's code: SVGD never differentiates it, and selecting on bit patterns carries no
+    derivative. For N < 64 the N(N-1)/2 values are few: see _small_median (a partial sort, or
+    a sorting network under vmap). For larger N it selects without sorting: the
     float32 bit patterns of non-negative numbers are ordered like the numbers, so the two middle
     order statistics are bracketed by an integer interval [lo, hi) narrowed with counting passes
     over the full symmetric matrix (each off-diagonal value appears twice there and the N
@@ -66,14 +69,10 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     num = sq_dists.shape[0]
     if num < 2:
         raise ValueError(f"sq_dists: need at least 2 particles for a median, got N={num}")
-    num_pairs = num * (num - 1) // 2
-    low_rank, high_rank = (num_pairs - 1) // 2, num_pairs // 2
+    sq_dists = jax.lax.stop_gradient(sq_dists)
+    low_rank, high_rank = _middle_ranks(num * (num - 1) // 2)
     if num < _TOP_K_MEDIAN_MAX_PARTICLES:
-        rows, cols = np.triu_indices(num, 1)
-        # The high_rank + 1 smallest values, ascending: XLA's CPU top_k is a native partial
-        # sort for floats, where its sort calls a compiled comparator per comparison.
-        smallest = -jax.lax.top_k(-sq_dists[rows, cols], high_rank + 1)[0]
-        return 0.5 * (smallest[low_rank] + smallest[high_rank])
+        return _small_median(sq_dists[np.triu_indices(num, 1)])
     # -0.0 has the sign bit set; max with 0 on the bits maps it onto +0.0's pattern.
     bits = jnp.maximum(jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32), 0)
     rows, weights = _upper_blocks(bits)
@@ -108,6 +107,63 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     low, high = jax.lax.cond(bracket.count_hi - bracket.count_lo <= extract,
                              read_extracted, read_tie)
     return 0.5 * (low + high)
+
+
+def _middle_ranks(size: int) -> tuple[int, int]:
+    """0-based ranks of the two middle values of `size` (equal when size is odd)."""
+    return (size - 1) // 2, size // 2
+
+
+@custom_batching.custom_vmap
+def _small_median(values: jax.Array) -> jax.Array:
+    """Median of a short vector [P] through a partial sort of its smaller half.
+
+    XLA's CPU top_k is a native partial sort for floats (its sort calls a compiled comparator
+    per comparison): 0.013 ms at N = 20 against 0.089 ms for a sort. Under jax.vmap the batch
+    rule below takes over.
+    """
+    low_rank, high_rank = _middle_ranks(values.shape[-1])
+    smallest = -jax.lax.top_k(-values, high_rank + 1)[0]  # ascending
+    return 0.5 * (smallest[..., low_rank] + smallest[..., high_rank])
+
+
+@_small_median.def_vmap
+def _small_median_batched(axis_size, in_batched, values):
+    """Batch rule of _small_median: a bitonic sorting network over [B, P].
+
+    top_k runs problem by problem (256 problems of N = 20: 3.0 ms); the network's 36 layers
+    of elementwise min/max run across all problems at once (1.2 ms). For one problem the
+    layers' fixed costs make it 7x slower than top_k, hence the split.
+    """
+    del axis_size
+    if not in_batched[0]:
+        return _small_median(values), False
+    low_rank, high_rank = _middle_ranks(values.shape[-1])
+    ascending = _bitonic_sort(values)
+    return 0.5 * (ascending[..., low_rank] + ascending[..., high_rank]), True
+
+
+def _bitonic_sort(values: jax.Array) -> jax.Array:
+    """Sorts the last axis ascending with Batcher's bitonic network (padded with +inf)."""
+    size = values.shape[-1]
+    padded_size = 1 << max(size - 1, 0).bit_length()
+    batch_shape = values.shape[:-1]
+    values = jnp.concatenate(
+        [values, jnp.full(batch_shape + (padded_size - size,), jnp.inf, values.dtype)], axis=-1)
+    block = 2
+    while block <= padded_size:  # runs of block / 2 sorted up and down -> sorted runs of block
+        stride = block // 2
+        while stride >= 1:  # compare-exchange positions i and i + stride in 2-stride groups
+            groups = values.reshape(batch_shape + (padded_size // (2 * stride), 2, stride))
+            first, second = groups[..., 0, :], groups[..., 1, :]
+            low, high = jnp.minimum(first, second), jnp.maximum(first, second)
+            # Group g starts at position 2 g stride; runs whose `block` bit is set sort down.
+            up = ((np.arange(padded_size // (2 * stride)) * 2 * stride & block) == 0)[:, None]
+            values = jnp.stack([jnp.where(up, low, high), jnp.where(up, high, low)],
+                               axis=-2).reshape(values.shape)
+            stride //= 2
+        block *= 2
+    return values[..., :size]
 
 
 def _upper_blocks(bits: jax.Array) -> tuple[jax.Array, np.ndarray]:

@@ -76,6 +76,32 @@ def test_median_equals_numpy(num, layout):
     assert float(jax.jit(kernels.median_pairwise_sq_dist)(sq)) == pytest.approx(expected, rel=1e-7)
 
 
+@pytest.mark.parametrize("num", [2, 3, 20, 40, 63])
+def test_vmapped_small_median_equals_numpy(num):
+    # Under vmap the small-N median sorts with a bitonic network (the batch rule).
+    rng = np.random.default_rng(num)
+    x = rng.normal(size=(2, 3, num, 4)).astype(np.float32)
+    x[0] = np.round(x[0])  # ties
+    sq = jax.vmap(jax.vmap(kernels.pairwise_sq_dists))(jnp.asarray(x))
+    expected = np.median(np.asarray(sq)[..., *np.triu_indices(num, 1)], axis=-1)
+    nested = jax.jit(jax.vmap(jax.vmap(kernels.median_pairwise_sq_dist)))(sq)
+    np.testing.assert_allclose(nested, expected, rtol=1e-7)
+    # Problems along axis 1 of the input, not 0.
+    moved = jax.vmap(kernels.median_pairwise_sq_dist, in_axes=1)(jnp.moveaxis(sq[0], 0, 1))
+    np.testing.assert_allclose(moved, expected[0], rtol=1e-7)
+
+
+@pytest.mark.parametrize("num", [20, 100])
+def test_median_bandwidth_has_zero_gradient(num):
+    # Both the small-N and the selection path treat the bandwidth as a constant.
+    x = jnp.asarray(np.random.default_rng(num).normal(size=(num, 3)), jnp.float32)
+    grad = jax.grad(lambda x: kernels.median_bandwidth(kernels.pairwise_sq_dists(x)))(x)
+    np.testing.assert_array_equal(grad, 0.0)
+    batched = jax.vmap(jax.grad(
+        lambda x: kernels.median_bandwidth(kernels.pairwise_sq_dists(x))))(x[None])
+    np.testing.assert_array_equal(batched, 0.0)
+
+
 def test_median_large_selection_path_exact():
     x = np.random.default_rng(5).normal(size=(600, 12)).astype(np.float32)
     sq = kernels.pairwise_sq_dists(jnp.asarray(x))
