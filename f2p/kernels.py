@@ -57,6 +57,8 @@ def pairwise_sq_dists(x: jax.Array, y: jax.Array | None = None) -> jax.Array:
     """Squared Euclidean distances [N, M] via |x|^2 + |y|^2 - 2 x y^T (one matmul, no N x M x D).
 
     Cancellation in the identity can make tiny distances slightly negative: they are clamped to 0.
+    It also costs accuracy when |x|^2 dwarfs the distances (a set far from the origin): callers
+    centre the particles first, as stein_direction and gram do.
     With y omitted (distances within one set) the squared norms are read off the diagonal of
     the Gram matrix x x^T, so the diagonal comes out exactly 0 (g + g - 2 g) and no separate
     pass over x computes the norms.
@@ -133,7 +135,10 @@ def gram(x: Any, y: Any = None, bandwidth: float | jax.Array | None = None,
     """
     kernel_fn = get_kernel(kernel)
     x_flat, _ = flatten_particles(x)
-    sq_self = pairwise_sq_dists(x_flat)
-    sq = sq_self if y is None else pairwise_sq_dists(x_flat, flatten_particles(y)[0])
+    # Both sets seen from x's mean: see pairwise_sq_dists on accuracy far from the origin.
+    centre = jnp.mean(x_flat, axis=0)
+    x_flat = x_flat - centre
+    sq_self = pairwise_sq_dists(x_flat) if y is None or bandwidth is None else None
+    sq = sq_self if y is None else pairwise_sq_dists(x_flat, flatten_particles(y)[0] - centre)
     h = median_bandwidth(sq_self) if bandwidth is None else jnp.asarray(bandwidth, sq.dtype)
     return kernel_fn.value(sq, h)

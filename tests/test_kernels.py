@@ -35,6 +35,22 @@ def test_pytree_flatten_matches_manual():
     np.testing.assert_allclose(k_tree, np.exp(-sq / 2.0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bandwidth", [None, 1.5])
+def test_gram_far_from_origin(bandwidth):
+    # Only differences matter: both sets moved 1000 units out give the same Gram matrices
+    # (float32 rounds x + 1000 to ~6e-5, ~1e-4 of the spacings).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(70, 3)).astype(np.float32)
+    y = rng.normal(size=(9, 3)).astype(np.float32)
+    for other in (None, y):
+        near = kernels.gram(jnp.asarray(x), None if other is None else jnp.asarray(other),
+                            bandwidth=bandwidth)
+        far = kernels.gram(jnp.asarray(x + 1000.0),
+                           None if other is None else jnp.asarray(other + 1000.0),
+                           bandwidth=bandwidth)
+        np.testing.assert_allclose(far, near, atol=2e-3)
+
+
 def test_pairwise_sq_dists_matches_direct():
     x = np.random.default_rng(1).normal(size=(30, 7)).astype(np.float32)
     direct = ((x[:, None] - x[None]) ** 2).sum(-1)
