@@ -18,7 +18,6 @@ from f2p.scene import RELATION_NAMES, SKILL_NAMES, Scene, Skill
 from isaac_bridge.real2sim import fit_scene
 from isaac_bridge.real_world import PhysicsRanges, RealWorld
 
-"""Bumped whenever the layout of a saved failure changes."""
 BELIEFS = ("real2sim", "nominal")
 
 
