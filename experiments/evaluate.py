@@ -13,8 +13,8 @@ from absl import logging
 
 from f2p import agent, planner, tasks
 from f2p.io import failures, reporting
-from f2p.planner import ModelObservation
 from f2p.scene import RELATION_NAMES, SKILL_NAMES, Scene, Skill
+from f2p.world import Observation
 from isaac_bridge.real2sim import fit_scene
 from isaac_bridge.real_world import PhysicsRanges, RealWorld
 
@@ -122,7 +122,7 @@ def run_episode(spec: EpisodeSpec, model, params, num_points: int, config,
     observation = world.observe()
     belief = belief_scene(observation, world, nominal, config.belief)
     mask = np.asarray(observation.mask, bool) & np.asarray(belief.mask, bool)
-    seen = ModelObservation(observation.points, mask, world.kind, belief.half_extents)
+    seen = observation._replace(mask=mask, half_extents=belief.half_extents)
     goal = checked_goal(task, belief, mask, where)
     plan_started = time.perf_counter()
     plan = planner.plan(jax.random.PRNGKey(spec.world_seed % (2**31)), model, params, seen,
@@ -184,7 +184,7 @@ def run_episode(spec: EpisodeSpec, model, params, num_points: int, config,
     return record
 
 
-def _failure_arrays(before, after, seen: ModelObservation, belief: Scene, plan: planner.Plan,
+def _failure_arrays(before, after, seen: Observation, belief: Scene, plan: planner.Plan,
                     observed, truth_before, truth_after) -> dict[str, np.ndarray]:
     """The arrays of a detected failure: what Real2Sim and Fail2Progress start from."""
     return {

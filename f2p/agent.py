@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from f2p.planner import ModelObservation, check_goal
+from f2p.planner import check_goal
 from f2p.scene import RELATION_NAMES
+from f2p.world import Observation
 
 DETECTION_THRESHOLD = 0.5
 """A relation counts as holding when its probability exceeds this."""
@@ -41,13 +42,13 @@ class FailureCheck(NamedTuple):
                                                strict=True) if bad]
 
 
-def read_relations(model, params, observation: ModelObservation) -> np.ndarray:
+def read_relations(model, params, observation: Observation) -> np.ndarray:
     """Reads the current relations from an observation with the model's relation head.
 
     Args:
       model: a SkillEffectModel.
       params: its parameters.
-      observation: a ModelObservation of one scene (points [K, P, 3], mask, kind, half_extents).
+      observation: an Observation of one scene (points [K, P, 3], mask, kind, half_extents).
 
     Returns:
       [K, K, R] float32 relation probabilities (near 0 for padded or diagonal pairs).

@@ -12,9 +12,10 @@ import numpy as np
 
 from f2p.geometry import render_points
 from f2p.scene import FIXTURE, NUM_RELATIONS, PICK_PLACE, SKILL_NAMES, Scene, Skill
+from f2p.world import Observation
 
 __all__ = [
-    "CEMResult", "GoalArrays", "ModelObservation", "Plan", "PlannerConfig", "SkeletonArrays",
+    "CEMResult", "GoalArrays", "Plan", "PlannerConfig", "SkeletonArrays",
     "as_planner_config", "cem", "check_goal", "goal_log_prob", "observe_scene", "plan",
     "plan_skeleton", "plan_skeletons", "skeleton_arrays",
 ]
@@ -152,28 +153,13 @@ def goal_log_prob(relation_logits: jax.Array, goal: GoalArrays) -> jax.Array:
     return jnp.sum(jax.nn.log_sigmoid(jnp.where(target, logits, -logits)))
 
 
-class ModelObservation(NamedTuple):
-    """What the model plans from: perceived points plus Real2Sim's kinds and box sizes.
-
-    Attributes:
-      points: [K, P, 3] per-object points, metres.
-      mask: [K] bool valid slots.
-      kind: [K] int object kinds.
-      half_extents: [K, 3] box half sizes (None if the model does not use them).
-    """
-
-    points: Any
-    mask: Any
-    kind: Any
-    half_extents: Any = None
-
-
 def observe_scene(scene: Scene, num_points: int = 128, camera_positions=None
-                  ) -> ModelObservation:
-    """Returns the noise-free ModelObservation of a scene (f2p.geometry.render_points)."""
+                  ) -> Observation:
+    """Returns the noise-free Observation of a scene (f2p.geometry.render_points)."""
     points = np.asarray(render_points(scene, num_points, camera_positions), np.float32)
-    return ModelObservation(points, np.asarray(scene.mask, bool), np.asarray(scene.kind, np.int32),
-                            np.asarray(scene.half_extents, np.float32))
+    return Observation(points, np.asarray(scene.mask, bool),
+                       kind=np.asarray(scene.kind, np.int32),
+                       half_extents=np.asarray(scene.half_extents, np.float32))
 
 
 class SkeletonArrays(NamedTuple):
@@ -269,7 +255,7 @@ def _plan_skeleton_compiled(key, model, params, observation, skeleton, goal, con
         relation_logits(result.best_params))
 
 
-def plan_skeleton(key, model, params, observation: ModelObservation, skeleton: SkeletonArrays,
+def plan_skeleton(key, model, params, observation: Observation, skeleton: SkeletonArrays,
                   goal: GoalArrays, config) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Plans the continuous args of one skeleton by CEM, scored by the model's rollout.
 
@@ -282,7 +268,7 @@ def plan_skeleton(key, model, params, observation: ModelObservation, skeleton: S
       key: PRNG key, or None for PRNGKey(config.seed).
       model: a SkillEffectModel.
       params: its parameters.
-      observation: a ModelObservation (points [K, P, 3], mask, kind, half_extents).
+      observation: an Observation (points [K, P, 3], mask, kind, half_extents).
       skeleton: SkeletonArrays with T steps.
       goal: GoalArrays (see Goal.arrays()).
       config: a PlannerConfig, ConfigDict or mapping.
@@ -315,7 +301,7 @@ class Plan(NamedTuple):
     skeleton_scores: np.ndarray
 
 
-def _check_observation(observation) -> ModelObservation:
+def _check_observation(observation) -> Observation:
     points = np.asarray(observation.points, np.float32)
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"observation.points: shape {points.shape}, expected [K, P, 3]")
@@ -332,7 +318,7 @@ def _check_observation(observation) -> ModelObservation:
     if not np.all(np.isfinite(points[mask])):
         raise ValueError("observation.points: non-finite points in valid slots")
     half = fields["half_extents"][0] if half is not None else None
-    return ModelObservation(points, mask, kind, half)
+    return Observation(points, mask, kind=kind, half_extents=half)
 
 
 def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, config) -> Plan:
@@ -341,7 +327,7 @@ def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, c
     Args:
       key: PRNG key (split once per skeleton), or None for PRNGKey(config.seed).
       model, params: the SkillEffectModel and its parameters.
-      observation: a ModelObservation (or any object with the same fields) of one scene.
+      observation: an Observation (or any object with the same fields) of one scene.
       goal: a tasks.Goal over the observation's slots.
       skeletons: a non-empty sequence of skeletons (tuples of tasks.SkeletonStep).
       config: a PlannerConfig, ConfigDict or mapping.
@@ -374,7 +360,7 @@ def plan(key, model, params, observation, task, scene: Scene, config) -> Plan:
     Args:
       key: PRNG key, or None for PRNGKey(config.seed).
       model, params: the SkillEffectModel and its parameters.
-      observation: a ModelObservation of the scene as perceived.
+      observation: an Observation of the scene as perceived.
       task: an f2p.tasks.Task.
       scene: the (reconstructed) scene that defines the goal's and skeletons' slots.
       config: a PlannerConfig, ConfigDict or mapping.

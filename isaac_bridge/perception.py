@@ -8,6 +8,7 @@ import numpy as np
 import open3d as o3d
 
 from f2p.scene import CONTAINER, Scene, validate_scene
+from f2p.world import Observation
 from isaac_bridge import mjcf
 
 # Unit-cube corners and the 12 outward-facing triangles of a box (counter-clockwise from outside).
@@ -67,22 +68,6 @@ class NoiseModel(NamedTuple):
     dropout_cell_fraction: float = 1.0 / 64.0
     bleed_prob: float = 0.6
     bleed_px: float = 4.0
-
-
-class Observation(NamedTuple):
-    """What the agent sees: per-object segmented point clouds in the world frame.
-
-    Attributes:
-      points: [K, P, 3] float32 farthest-point-sampled points per slot (padded by repetition when
-        fewer than P points were seen; zeros when none were).
-      mask: [K] bool valid object slots (an object seen by no camera keeps its slot).
-      num_visible: [K] int32 raw points seen per object before sampling (0 flags an unseen object).
-
-    """
-
-    points: np.ndarray
-    mask: np.ndarray
-    num_visible: np.ndarray
 
 
 class RenderedImages(NamedTuple):
@@ -351,4 +336,5 @@ def render_observation(scene: Scene, num_points: int = 128, noise_level: float =
         jitter = rng.normal(0.0, noise_level * noise.jitter_std, points.shape)
         points = np.where((num_visible > 0)[:, None, None], points + jitter, points)
     return Observation(points=points.astype(np.float32), mask=np.asarray(scene.mask, bool),
-                       num_visible=num_visible.astype(np.int32))
+                       num_visible=num_visible.astype(np.int32),
+                       kind=np.asarray(scene.kind, np.int32))

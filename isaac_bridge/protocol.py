@@ -1,30 +1,25 @@
-"""The Simulator protocol every backend serves: execute and settle batches, NumPy in and out."""
+"""The bridge side of the core contracts: nominal physics, plus f2p.world's names re-exported."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple
 
-import numpy as np
-
-from f2p.scene import Scene, Skill
-
-# Per-item status codes, most severe last. `ok` is True for OK and FELL: an object that left the
-# table is a valid, labelled physical outcome (the transport task needs exactly those examples).
-OK = 0
-# An object ended clearly lower than expected: more than ExecutionSettings.fall_drop below its
-# starting bottom or, for the object a pick_place moved, below the intended support surface.
-# Objects resting on the ground plane (table A, z = 0) where they started are OK.
-FELL = 1
-TIPPED = 2  # an object still on a support is no longer upright, so its Scene pose is inexact
-INTERPENETRATION = 3  # objects overlap beyond tolerance (before the skill, or unresolved after)
-DIVERGED = 4  # non-finite state, huge velocities or a MuJoCo instability warning
-INVALID_INPUT = 5  # the item failed validate_scene / validate_skill: nothing was simulated
-SIM_ERROR = 6  # the backend raised while simulating this item (the rest of the batch is fine)
-STATUS_NAMES = (
-    "ok", "fell", "tipped", "interpenetration", "diverged", "invalid_input", "sim_error",
+# The contracts live in the core (f2p.world) so that f2p can name them; backends import them
+# from here or from f2p.world alike.
+from f2p.world import (  # noqa: F401
+    DIVERGED,
+    FELL,
+    INTERPENETRATION,
+    INVALID_INPUT,
+    OK,
+    SIM_ERROR,
+    STATUS_NAMES,
+    TIPPED,
+    USABLE_STATUSES,
+    Observation,
+    Outcome,
+    Simulator,
 )
-USABLE_STATUSES = (OK, FELL)
-"""Statuses whose (pre, post, relations) are trustworthy labels."""
 
 
 class PhysicsParams(NamedTuple):
@@ -55,69 +50,3 @@ class PhysicsParams(NamedTuple):
     yaw_noise: float = 0.0
     gravity: float = 9.81
     timestep: float = 0.005
-
-
-class Outcome(NamedTuple):
-    """What executing a batch of skills produced; every field has a leading batch axis [B].
-
-    Attributes:
-      pre: Scene batch of the settled pre-skill states (what the skill actually started from);
-        for Simulator.settle, the scenes as simulated before settling.
-      post: Scene batch after the skill and settling (poses x, y, z, yaw; objects upright);
-        for Simulator.settle, the settled scenes.
-      contact_pre: [B, K, K] bool, symmetric, False on the diagonal and padded slots.
-      contact_post: [B, K, K] bool, same for the post state.
-      relations_pre: [B, K, K, 9] bool, f2p.relations.hard_relations of pre and contact_pre.
-      relations_post: [B, K, K, 9] bool, same for the post state.
-      fell: [B, K] bool, objects that ended clearly lower than expected (see FELL).
-      ok: [B] bool, status in USABLE_STATUSES.
-      status: [B] int32 codes indexing `status_names`.
-      status_names: names of the status codes.
-      observation: optional per-item observations (point clouds) when the backend renders them.
-
-    """
-
-    pre: Scene
-    post: Scene
-    contact_pre: np.ndarray
-    contact_post: np.ndarray
-    relations_pre: np.ndarray
-    relations_post: np.ndarray
-    fell: np.ndarray
-    ok: np.ndarray
-    status: np.ndarray
-    status_names: tuple[str, ...] = STATUS_NAMES
-    observation: Any = None
-
-
-@runtime_checkable
-class Simulator(Protocol):
-    """A batched skill executor; NumPy in, NumPy out, never called inside jit."""
-
-    def settle(self, scenes: Scene, seed: int = 0) -> Outcome:
-        """Let every scene come to rest under gravity, executing no skill.
-
-        Args:
-          scenes: Scene batch with a leading [B] axis.
-          seed: base seed; item b uses a seed derived from (seed, b).
-
-        Returns:
-          The Outcome batch: pre is each scene as simulated, post the settled state, and the
-          statuses judge the settling (e.g. FELL when an object given in mid-air dropped).
-
-        """
-        ...
-
-    def execute(self, scenes: Scene, skills: Skill, seed: int = 0) -> Outcome:
-        """Execute skills[b] in scenes[b] for every b; bad items are flagged, never raised.
-
-        Args:
-          scenes: Scene batch with a leading [B] axis.
-          skills: Skill batch with the same leading [B] axis.
-          seed: base seed; item b uses a seed derived from (seed, b).
-
-        Returns:
-          The Outcome batch.
-
-        """
-        ...

@@ -8,8 +8,8 @@ from typing import NamedTuple
 import numpy as np
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, Scene, validate_scene
+from f2p.world import Observation
 from isaac_bridge.mjcf import support_surface_z
-from isaac_bridge.perception import Observation
 
 MIN_HALF_EXTENT = 0.004
 """Fitted half sizes never go below this (metres): a flat or single-point segment is still a box."""

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from f2p.scene import FIXTURE, Scene, Skill, validate_skill
+from f2p.world import WorldSnapshot
 from isaac_bridge import protocol
 from isaac_bridge.mujoco_backend import MujocoSimulator
 from isaac_bridge.perception import (
@@ -49,6 +50,17 @@ def _batch(tree):
 
 def _unbatch(tree):
     return type(tree)(*(np.asarray(field)[0].copy() for field in tree))
+
+
+def _json_copy(value):
+    """A deep copy of nested dicts, lists and scalars (NumPy scalars become Python ones)."""
+    if isinstance(value, dict):
+        return {str(key): _json_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_copy(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 class RealWorld:
@@ -171,6 +183,49 @@ class RealWorld:
         self._status = int(outcome.status[0])
         self._steps += 1
         return self.observe()
+
+    def snapshot(self) -> WorldSnapshot:
+        """Capture everything that decides what happens next: a restore() continues bit-identically.
+
+        That is the true state and its relations and status, the step count, the position in
+        the simulator's seed stream and the perception RNG's state, plus the hidden physics
+        (checked on restore, so a snapshot never silently lands in another world).
+        """
+        arrays = {f"state_{name}": np.array(value) for name, value in self._state._asdict().items()}
+        arrays["relations"] = self._relations.copy()
+        metadata = {"status": self._status, "steps": self._steps,
+                    "sim_seeds_spawned": int(self._sim_seeds.n_children_spawned),
+                    "perception_rng": self._perception_rng.bit_generator.state,
+                    "physics": self._true_physics._asdict(),
+                    "noise_level": self.noise_level}
+        return WorldSnapshot(arrays, _json_copy(metadata))
+
+    def restore(self, snapshot: WorldSnapshot) -> None:
+        """Return to a snapshot of this world (or of a world built with the same arguments).
+
+        Raises:
+          ValueError: the snapshot's hidden physics or noise level differ from this world's, or
+            its arrays do not fit this world's slots.
+        """
+        metadata = snapshot.metadata
+        physics = protocol.PhysicsParams(**metadata["physics"])
+        if physics != self._true_physics or metadata["noise_level"] != self.noise_level:
+            raise ValueError("snapshot: taken in a world with other hidden physics or noise "
+                             f"({physics}, noise {metadata['noise_level']}); this world has "
+                             f"{self._true_physics}, noise {self.noise_level}")
+        state = Scene(*(np.array(snapshot.arrays[f"state_{name}"]) for name in Scene._fields))
+        if state.kind.shape != self._kind.shape or not np.array_equal(state.kind, self._kind):
+            raise ValueError(f"snapshot: object kinds {state.kind.tolist()} differ from this "
+                             f"world's {self._kind.tolist()}")
+        self._state = state
+        self._relations = np.array(snapshot.arrays["relations"])
+        self._status = int(metadata["status"])
+        self._steps = int(metadata["steps"])
+        seeds = self._sim_seeds
+        self._sim_seeds = np.random.SeedSequence(
+            seeds.entropy, spawn_key=seeds.spawn_key, pool_size=seeds.pool_size,
+            n_children_spawned=int(metadata["sim_seeds_spawned"]))
+        self._perception_rng.bit_generator.state = _json_copy(metadata["perception_rng"])
 
     # Scoring interface (never give these to the agent) ---------------------------------------
 

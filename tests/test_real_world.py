@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Skill, make_scene
+from f2p.world import Observation
 from isaac_bridge import protocol
-from isaac_bridge.perception import Observation
 from isaac_bridge.real2sim import fit_scene
 from isaac_bridge.real_world import NOMINAL_RANGES, PhysicsRanges, RealWorld
 
@@ -54,10 +54,12 @@ def test_the_agent_sees_only_observations_and_known_facts():
     task = _task_scene()
     world = RealWorld(task, seed=1)
     public = {name for name in dir(world) if not name.startswith("_")}
-    assert public == {"fixtures", "kind", "noise_level", "observe", "step", "steps",
-                      "true_physics", "true_relations", "true_scene", "true_status"}
+    assert public == {"fixtures", "kind", "noise_level", "observe", "restore", "snapshot", "step",
+                      "steps", "true_physics", "true_relations", "true_scene", "true_status"}
     observation = world.observe()
-    assert set(observation._fields) == {"points", "mask", "num_visible"}
+    assert set(observation._fields) == {"points", "mask", "num_visible", "kind", "half_extents"}
+    assert observation.half_extents is None  # sizes are the agent's to fit, not the world's
+    np.testing.assert_array_equal(observation.kind, task.kind)
     np.testing.assert_array_equal(world.kind, task.kind)
     # The known fixtures are nominal; the true movable sizes are hidden and differ.
     np.testing.assert_array_equal(world.fixtures.half_extents, task.half_extents)
