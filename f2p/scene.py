@@ -1,8 +1,8 @@
-"""Scene and Skill pytrees (DESIGN section 3), their constants and their validation."""
+"""Scene, Skill and Transition pytrees (DESIGN section 3): constants, validation, batch helpers."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -176,3 +176,50 @@ class Transition(NamedTuple):
     pos_t1: np.ndarray
     yaw_t: np.ndarray
     yaw_t1: np.ndarray
+
+
+Rows = TypeVar("Rows", bound=tuple)
+
+
+def stack_rows(rows: list[Rows]) -> Rows:
+    """Stack unbatched NamedTuples of arrays (Scene, Skill, Transition...) into one batch.
+
+    Args:
+      rows: one or more NamedTuples of the same type whose fields have equal shapes row to row.
+
+    Returns:
+      A NamedTuple of that type whose every field is a new NumPy array with a leading [B] axis
+      (B = len(rows)); dtypes are kept.
+    """
+    if not rows:
+        raise ValueError("rows: need at least one row to stack")
+    return type(rows[0])(*(np.stack(fields) for fields in zip(*rows, strict=True)))
+
+
+def take_row(batch: Rows, index) -> Rows:
+    """Index the leading axis of every field of a batched NamedTuple of arrays.
+
+    Args:
+      batch: NamedTuple (NumPy or JAX arrays) with a leading batch axis on every field.
+      index: an int gives one unbatched row; an int array or a bool mask gives a sub-batch.
+
+    Returns:
+      A NamedTuple of NumPy copies (never views: changing it leaves `batch` unchanged).
+    """
+    return type(batch)(*(np.asarray(field)[index].copy() for field in batch))
+
+
+def transition_scene(transition: Transition, after: bool = False) -> Scene:
+    """The true Scene before (or, with after=True, after) the skill of a Transition.
+
+    Works on one row or on a batch (the Scene is then batched alike); the arrays are shared.
+    """
+    return Scene(kind=transition.kind, half_extents=transition.half_extents,
+                 pos=transition.pos_t1 if after else transition.pos_t,
+                 yaw=transition.yaw_t1 if after else transition.yaw_t, mask=transition.mask)
+
+
+def transition_skill(transition: Transition) -> Skill:
+    """The Skill a Transition executed (one row or a batch; the arrays are shared)."""
+    return Skill(skill=transition.skill, obj=transition.obj, support=transition.support,
+                 params=transition.params)
