@@ -81,14 +81,21 @@ class BodyState(NamedTuple):
 
 def read_state(model, data, layout: ModelLayout, tolerance: float) -> BodyState:
     """Read every slot's pose and the contacts (surfaces within `tolerance` count)."""
-    # Labelling contacts: a temporary margin reports surfaces up to `tolerance` apart.
+    # Labelling contacts: a temporary margin reports surfaces up to `tolerance` apart (MuJoCo
+    # adds both geoms' margins, so pairs up to twice that come back; `dist` decides below).
+    # The mid-phase (a multi-geom body's BVH, e.g. a container's floor and walls) tests its
+    # inner nodes with body_margin, which MuJoCo derives from geom_margin at compile time
+    # only: it would cull a container within `tolerance` of anything. Without the mid-phase,
+    # the geom pairs of two bodies that pass the broad phase (which reads geom_margin at run
+    # time) are all tested, so a label never depends on how many geoms a body has.
     # Sleeping bodies are skipped by collision, so sleep is switched off for this one pass.
-    saved_margin, saved_flags = model.geom_margin.copy(), model.opt.enableflags
+    # Besides waking sleeping bodies, the pass changes nothing the next mj_step reads.
+    saved = model.geom_margin.copy(), model.opt.enableflags, model.opt.disableflags
     model.geom_margin[:] = tolerance
     model.opt.enableflags &= ~int(mujoco.mjtEnableBit.mjENBL_SLEEP)
+    model.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_MIDPHASE)
     mujoco.mj_fwdPosition(model, data)
-    model.geom_margin[:] = saved_margin
-    model.opt.enableflags = saved_flags
+    model.geom_margin[:], model.opt.enableflags, model.opt.disableflags = saved
     k = layout.body_of_slot.shape[0]
     valid = layout.body_of_slot >= 0
     bodies = layout.body_of_slot[valid]
