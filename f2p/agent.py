@@ -1,14 +1,17 @@
-"""Execution monitoring (DESIGN section 5): read relations from points, detect failures."""
+"""The agent (DESIGN section 5): perceive, plan, read relations from points, detect failures."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
+from f2p import planner
 from f2p.planner import check_goal
-from f2p.scene import RELATION_NAMES
+from f2p.scene import RELATION_NAMES, Scene
+from f2p.tasks.base import Goal, Task
 from f2p.world import Observation
 
 DETECTION_THRESHOLD = 0.5
@@ -132,5 +135,75 @@ def triples_table(check: FailureCheck, truth=None) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["DETECTION_THRESHOLD", "FailureCheck", "detect_failure", "goal_triples",
-           "read_relations", "triples_table"]
+PlanFn = Callable[[jax.Array, Any, Observation, Task, Scene, Goal], planner.Plan]
+"""plan(key, params, observation, task, belief, goal) -> Plan over task.skeletons(belief)."""
+
+
+class Agent(NamedTuple):
+    """The robot's side of an episode. Nothing here may read the world's true state.
+
+    Attributes:
+      params: the skill-effect model's parameters (a repair replaces them).
+      plan: a PlanFn.
+      read: read(params, observation) -> [K, K, 9] relation probabilities of an observation.
+      perceive: perceive(observation, prior) -> the believed Scene (Real2Sim); prior is the
+        previous belief (None at the start of an episode).
+      detection_threshold: probability above which a relation counts as holding.
+    """
+
+    params: Any
+    plan: PlanFn
+    read: Callable[[Any, Observation], np.ndarray]
+    perceive: Callable[[Observation, Scene | None], Scene]
+    detection_threshold: float = DETECTION_THRESHOLD
+
+
+def model_agent(model, params, planner_config, perceive, detection_threshold: float =
+                DETECTION_THRESHOLD) -> Agent:
+    """An Agent that plans with CEM on `model` (f2p.planner) and reads relations with its head."""
+    config = planner.as_planner_config(planner_config)
+
+    def plan(key, params, observation, task, belief, goal):
+        return planner.plan_skeletons(key, model, params, observation, goal,
+                                      task.skeletons(belief), config)
+
+    def read(params, observation):
+        return read_relations(model, params, observation)
+
+    return Agent(params, plan, read, perceive, float(detection_threshold))
+
+
+class Progress(NamedTuple):
+    """The agent's state between two steps; with a world snapshot it resumes an episode.
+
+    Attributes:
+      observation: the latest observation, with the believed mask and sizes filled in.
+      belief: the latest believed scene (its slots define the goal and the skeletons).
+      goal: the goal, fixed at the start of the episode.
+      plan: the plan being executed.
+      next_step: index into plan of the next skill to execute.
+      params: the model parameters in use.
+      recoveries: how many times a recovery policy replaced the plan.
+      key: PRNG key for later planning.
+    """
+
+    observation: Observation
+    belief: Scene
+    goal: Goal
+    plan: planner.Plan
+    next_step: int
+    params: Any
+    recoveries: int
+    key: jax.Array
+
+
+def perceive(agent: Agent, observation: Observation, prior: Scene | None
+             ) -> tuple[Scene, Observation]:
+    """Real2Sim on an observation: the believed scene and the observation the model reads."""
+    belief = agent.perceive(observation, prior)
+    mask = np.asarray(observation.mask, bool) & np.asarray(belief.mask, bool)
+    return belief, observation._replace(mask=mask, half_extents=belief.half_extents)
+
+
+__all__ = ["DETECTION_THRESHOLD", "Agent", "FailureCheck", "PlanFn", "Progress", "detect_failure",
+           "goal_triples", "model_agent", "perceive", "read_relations", "triples_table"]

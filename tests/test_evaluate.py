@@ -14,7 +14,7 @@ from f2p.io.pretrained import PARAMS_FILE, export_params
 from f2p.models import SkillEffectModel
 from f2p.models import get_config as model_config
 from f2p.planner import observe_scene
-from f2p.scene import REL, Scene
+from f2p.scene import REL
 from f2p.tasks import Goal
 
 NUM_POINTS = 32
@@ -77,17 +77,6 @@ def test_detect_failure_threshold_and_bad_input():
         agent.detect_failure(predicted, observed, GOAL, MASK, threshold=1.0)
     with pytest.raises(ValueError, match="masked out"):
         agent.detect_failure(predicted, observed, GOAL, np.array([True, True, True, False]))
-
-
-def test_a_goal_naming_missing_objects_is_a_clear_error():
-    task = tasks.get_task("tabletop")
-    scene = task.sample_scene(np.random.default_rng(0), 3, "train")
-    mask = np.asarray(scene.mask).copy()
-    assert evaluate.checked_goal(task, scene, mask, "here") == task.goal(scene)
-    mask[3] = False  # the item in slot 3 was never seen
-    with pytest.raises(ValueError, match="here: the tabletop goal names objects the scene "
-                                         "does not have"):
-        evaluate.checked_goal(task, scene, mask, "here")
 
 
 def test_read_relations_gives_probabilities(tiny_checkpoint):
@@ -156,12 +145,16 @@ def test_tiny_evaluation_end_to_end(tmp_path, tiny_checkpoint):
     # Two tasks keep the test fast (every skeleton length and goal size compiles once); the
     # random model's tabletop plans are always caught failing, which exercises the saving.
     config.tasks = "tabletop,transport"
+    config.policies = "stop,original"
+    config.oracle_splits = ""
     results = evaluate.run(config, str(tmp_path))
     for name in ("results.json", "results.md", "success.png"):
         assert os.path.getsize(tmp_path / name) > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["config"]["num_episodes"] == 2 and saved["num_points"] == NUM_POINTS
-    assert len(saved["records"]) == 8 and len(saved["rows"]) == 4
+    # 2 tasks x 2 splits x 2 episodes, each under 2 policies.
+    assert len(saved["records"]) == 16 and len(saved["rows"]) == 8
+    assert len(os.listdir(tmp_path / "episodes")) == 8
     for row in results["rows"]:
         assert row["episodes"] == 2
         assert row["ci_low"] <= row["success_rate"] <= row["ci_high"]
@@ -169,27 +162,61 @@ def test_tiny_evaluation_end_to_end(tmp_path, tiny_checkpoint):
     detected = [r for r in results["records"] if r["detected"]]
     assert detected, "the untrained model's predictions should be caught failing"
     for record in results["records"]:
-        task = tasks.get_task(record["task"])
         if record["success"]:
             assert record["unmet_goal"] == []
         if not record["detected"]:
             assert record["failure_file"] is None
             assert record["steps_executed"] == len(record["plan"]["skills"])
             continue
-        assert record["steps_executed"] == record["detection_step"] + 1  # stopped there
-        arrays, metadata = failures.load_failure(
-            str(tmp_path / "failures" / (record["failure_file"] + ".npz")))
-        assert metadata["step"] == record["detection_step"]
-        assert metadata["world_seed"] == record["world_seed"]
-        assert metadata["task"] == record["task"] and metadata["split"] == record["split"]
-        steps = arrays["skill"].shape[0]
-        assert arrays["points"].shape == (8, NUM_POINTS, 3)
-        assert arrays["points_before"].shape == (8, NUM_POINTS, 3)
-        assert arrays["predicted_relations"].shape == (steps, 8, 8, 9)
-        # The stored arrays reproduce the detection.
-        belief = Scene(arrays["kind"], arrays["half_extents"], arrays["belief_pos"],
-                       arrays["belief_yaw"], arrays["mask"])
-        check = agent.detect_failure(arrays["predicted_relations"][metadata["step"]],
-                                     arrays["observed_relations"], task.goal(belief),
-                                     arrays["mask"])
-        assert check.failed and check.describe() == metadata["mismatches"]
+        if record["policy"] == "stop":
+            assert record["steps_executed"] == record["detection_step"] + 1  # stopped there
+        else:  # original: the whole plan, whatever was detected
+            assert record["steps_executed"] == len(record["plan"]["skills"])
+        failure = failures.load_failure(str(tmp_path / "failures" / record["failure_file"]))
+        assert failure.step == record["detection_step"] and failure.task == record["task"]
+        assert failure.seeds["world_seed"] == record["world_seed"]
+        assert failure.metadata["split"] == record["split"]
+        assert failure.observation_after.points.shape == (8, NUM_POINTS, 3)
+        assert failure.plan.skill.shape == (len(record["plan"]["skills"]),)
+        # The stored record reproduces the detection.
+        check = agent.detect_failure(failure.predicted_relations, failure.observed_relations,
+                                     failure.goal, failure.observation_after.mask,
+                                     failure.detection_threshold)
+        assert check.failed
+
+
+def test_a_stopped_run_resumes_from_its_episode_files(tmp_path, tiny_checkpoint):
+    config = evaluate_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint[0]
+    config.tasks, config.splits, config.oracle_splits = "packing", "train", ""
+    first = evaluate.run(config, str(tmp_path))
+    episode_file = tmp_path / "episodes" / "packing-n3-train-e000.json"
+    stored = json.loads(episode_file.read_text())
+    stored[0]["success"] = not stored[0]["success"]  # a marker: resumed runs read the file
+    episode_file.write_text(json.dumps(stored))
+    second = evaluate.run(config, str(tmp_path))
+    assert second["records"][0]["success"] == stored[0]["success"]
+    assert second["records"][1:] == first["records"][1:]
+
+
+def _record(success, detected, false_alarm=None, mismatch_step=None, policy="stop", error=None):
+    return {"task": "t", "count": 3, "split": "ood", "planner": "model", "policy": policy,
+            "success": success, "detected": detected, "false_alarm": false_alarm,
+            "first_true_mismatch_step": mismatch_step, "error": error, "plan_seconds": 1.0,
+            "plan": {"goal_probability": 0.5}, "recoveries": [], "unmet_goal":
+            [] if success else ["inside(3, 1)"]}
+
+
+def test_summarise_counts_what_the_records_say():
+    records = [_record(True, False), _record(True, True, True, None),
+               _record(False, True, False, 0), _record(False, False, None, 1),
+               _record(False, False, None, None, error="diverged"),
+               _record(True, False, policy="original")]
+    rows = evaluate.summarise(records)
+    assert [(r["policy"], r["episodes"]) for r in rows] == [("stop", 5), ("original", 1)]
+    row = rows[0]
+    assert (row["successes"], row["failed"], row["detections"]) == (2, 3, 2)
+    assert row["detected_among_failed"] == 1 and row["detected_in_successful"] == 1
+    assert row["false_alarms"] == 1 and row["missed_true_mismatch"] == 1
+    assert row["errors"] == 1 and row["unmet_relations"] == "inside 3"
+    assert abs(row["detection_rate"] - 1 / 3) < 1e-9 and row["success_rate"] == 0.4

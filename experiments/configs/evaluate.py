@@ -29,7 +29,16 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # hidden size perturbation (an oracle on poses; for ablation).
     config.belief = "real2sim"
     config.detection_threshold = 0.5  # a relation holds when its probability exceeds this
-    config.stop_on_failure = True  # DESIGN section 5: a detected failure ends the episode
+    config.stop_on_failure = True  # deprecated, ignored: see policies
+    # Recovery policies at the first detected failure, each branched from the same snapshot
+    # (f2p.recovery): stop = end the episode, original = run the rest of the plan, replan =
+    # replan with the same model from the current observation (at most max_replans times).
+    config.policies = "stop,original"
+    config.max_replans = 1
+    config.max_steps = 32  # bound on the skills one episode branch executes
+    # Splits in which the oracle planner (plans simulated from the true scene) also plays each
+    # episode, whole plan executed; "" for none.
+    config.oracle_splits = "ood"
     config.save_failures = True  # write every detected failure under workdir/failures/
 
     planner = config.planner = ml_collections.ConfigDict()
@@ -39,10 +48,21 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     planner.init_std = 0.5
     planner.seed = 0  # unused: each episode's key derives from its seed
 
+    oracle = config.oracle = ml_collections.ConfigDict()
+    oracle.num_workers = 2  # MuJoCo worker processes that simulate the candidates
+    oracle.population = 64
+    oracle.iterations = 3
+    oracle.elites = 8
+    oracle.seed = 0
+
     if variant == "tiny":
         config.num_episodes = 2
         config.checkpoint = ""  # tests set a tiny exported model
         planner.population = 8
         planner.iterations = 2
         planner.elites = 2
+        oracle.num_workers = 1
+        oracle.population = 8
+        oracle.iterations = 1
+        oracle.elites = 2
     return config
