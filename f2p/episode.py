@@ -15,7 +15,7 @@ from f2p.agent import Agent, Progress, perceive
 from f2p.io.failures import Failure, FailureTruth
 from f2p.planner import Plan
 from f2p.recovery import ACTIONS, RecoveryContext, RecoveryPolicy
-from f2p.scene import RELATION_NAMES, SKILL_NAMES, Skill
+from f2p.scene import RELATION_NAMES, SKILL_NAMES, Skill, take_row
 from f2p.tasks.base import Task
 from f2p.world import Observation, World
 
@@ -49,15 +49,10 @@ def start(world: World, task: Task, agent: Agent, key: jax.Array) -> tuple[Progr
 
 def plan_record(plan: Plan) -> dict[str, Any]:
     """The JSON-ready summary of a plan: chosen skeleton, scores, skills."""
-    skills = [skill_record(take_skill(plan.skills, t)) for t in range(plan.relations.shape[0])]
+    skills = [skill_record(take_row(plan.skills, t)) for t in range(plan.relations.shape[0])]
     return {"skeleton_index": plan.skeleton_index, "score": plan.score,
             "goal_probability": float(np.exp(plan.score)),
             "skeleton_scores": np.asarray(plan.skeleton_scores).tolist(), "skills": skills}
-
-
-def take_skill(skills: Skill, step: int) -> Skill:
-    """Row `step` of a Skill batch."""
-    return Skill(*(np.asarray(field)[step] for field in skills))
 
 
 def skill_record(skill: Skill) -> dict[str, Any]:
@@ -158,7 +153,7 @@ def _execute(context: _Context, progress: Progress, record: dict[str, Any],
             record["error"] = f"step budget: {context.max_steps} skills executed"
             break
         step, plan = progress.next_step, progress.plan
-        skill = take_skill(plan.skills, step)
+        skill = take_row(plan.skills, step)
         snapshot = world.snapshot()
         truth_before = (world.true_scene(), world.true_relations())
         try:

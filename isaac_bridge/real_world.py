@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from f2p.scene import FIXTURE, Scene, Skill, validate_skill
+from f2p.scene import FIXTURE, Scene, Skill, stack_rows, take_row, validate_skill
 from f2p.world import WorldSnapshot
 from isaac_bridge import protocol
 from isaac_bridge.mujoco_backend import MujocoSimulator
@@ -41,15 +41,6 @@ def _check_ranges(ranges: PhysicsRanges) -> None:
     for name, (low, high) in ranges._asdict().items():
         if not 0.0 < low <= high:
             raise ValueError(f"ranges.{name}: expected 0 < low <= high, got ({low}, {high})")
-
-
-def _batch(tree):
-    """Add a leading batch axis of 1 to every field of a NamedTuple of arrays."""
-    return type(tree)(*(np.asarray(field)[None] for field in tree))
-
-
-def _unbatch(tree):
-    return type(tree)(*(np.asarray(field)[0].copy() for field in tree))
 
 
 def _json_copy(value):
@@ -121,9 +112,9 @@ class RealWorld:
         self._kind = scene.kind.copy()
         self._fixtures = scene
         self._steps = 0
-        outcome = self._checked(self._simulator.settle(_batch(perturbed),
+        outcome = self._checked(self._simulator.settle(stack_rows([perturbed]),
                                                        seed=self._next_seed()))
-        self._state = _unbatch(outcome.post)
+        self._state = take_row(outcome.post, 0)
         self._relations = np.asarray(outcome.relations_post[0]).copy()
         self._status = int(outcome.status[0])
 
@@ -176,9 +167,9 @@ class RealWorld:
             raise ValueError(f"skill: expected one unbatched skill, got skill.skill of shape "
                              f"{skill.skill.shape}")
         validate_skill(skill, self._state)
-        outcome = self._checked(self._simulator.execute(_batch(self._state), _batch(skill),
-                                                        seed=self._next_seed()))
-        self._state = _unbatch(outcome.post)
+        outcome = self._checked(self._simulator.execute(
+            stack_rows([self._state]), stack_rows([skill]), seed=self._next_seed()))
+        self._state = take_row(outcome.post, 0)
         self._relations = np.asarray(outcome.relations_post[0]).copy()
         self._status = int(outcome.status[0])
         self._steps += 1
