@@ -1,4 +1,4 @@
-"""Posed-box geometry in JAX: yaw rotations, corners, AABBs, surface rendering, Chamfer distance."""
+"""Posed-box geometry: the one yaw rotation and footprint (NumPy or JAX), rendering, Chamfer."""
 
 from __future__ import annotations
 
@@ -18,24 +18,64 @@ UNIT_CORNERS = np.array(
 )
 
 
-def yaw_rotation(yaw: jnp.ndarray) -> jnp.ndarray:
-    """Rotation matrices about z.
+def array_namespace(*arrays):
+    """The array module of the arguments: jax.numpy when any is a JAX array, else numpy.
+
+    Tracers count as JAX arrays, so a function written against the returned module is
+    traceable under jit, vmap and grad, and NumPy callers (task samplers, the bridge) stay in
+    NumPy: no device transfer, and their float64 arithmetic is kept.
+    """
+    return jnp if any(isinstance(array, jax.Array) for array in arrays) else np
+
+
+# Rodrigues' formula about z: R(yaw) = cos (I - z z^T) + sin [z]_x + z z^T. float32 constants,
+# so that the result keeps the dtype of cos(yaw) (0 and +-1 are exact in every float type).
+_PLANE = np.diag([1.0, 1.0, 0.0]).astype(np.float32)
+_CROSS_Z = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+_AXIS_Z = np.diag([0.0, 0.0, 1.0]).astype(np.float32)
+
+
+def yaw_rotation(yaw):
+    """Rotation matrices about z: the one yaw rotation of the core and the bridge.
 
     Args:
-      yaw: [...] angles in radians.
+      yaw: [...] angles in radians; NumPy (or Python scalars) or JAX.
 
     Returns:
-      [..., 3, 3] matrices R with world = R @ local.
+      [..., 3, 3] matrices R with world = R @ local, NumPy for NumPy input (in the dtype of
+      cos(yaw)), JAX for JAX input. Entries are exactly cos, -sin, sin, 0 and 1.
 
     """
-    cos, sin = jnp.cos(yaw), jnp.sin(yaw)
-    zero, one = jnp.zeros_like(yaw), jnp.ones_like(yaw)
-    rows = (
-        jnp.stack([cos, -sin, zero], axis=-1),
-        jnp.stack([sin, cos, zero], axis=-1),
-        jnp.stack([zero, zero, one], axis=-1),
-    )
-    return jnp.stack(rows, axis=-2)
+    xp = array_namespace(yaw)
+    # Three small array operations rather than stacking nine entries: NumPy callers build one
+    # matrix per object in Python loops, where np.stack's overhead would dominate.
+    cos, sin = xp.cos(yaw)[..., None, None], xp.sin(yaw)[..., None, None]
+    return cos * _PLANE + sin * _CROSS_Z + _AXIS_Z
+
+
+def rotate_z(vectors, yaw, inverse: bool = False):
+    """Rotate vectors about z by yaw_rotation(yaw), entry by entry (no matrix product).
+
+    Args:
+      vectors: [..., 2] xy or [..., 3] xyz vectors (z is unchanged).
+      yaw: angles in radians, broadcasting against vectors[..., 0].
+      inverse: apply R(yaw)^T instead (world offsets into the frame of a box of that yaw).
+
+    Returns:
+      The rotated vectors, in the broadcast shape; NumPy for NumPy inputs.
+
+    """
+    xp = array_namespace(vectors, yaw)
+    vectors = xp.asarray(vectors)
+    rotation = yaw_rotation(yaw)
+    if inverse:
+        rotation = xp.swapaxes(rotation, -1, -2)
+    x, y = vectors[..., 0], vectors[..., 1]
+    # Sums of two products, as written out by hand: a matrix product (BLAS) may fuse them.
+    rotated = [rotation[..., row, 0] * x + rotation[..., row, 1] * y for row in range(2)]
+    if vectors.shape[-1] == 3:
+        rotated.append(xp.broadcast_to(vectors[..., 2], rotated[0].shape))
+    return xp.stack(rotated, axis=-1)
 
 
 def local_to_world(local: jnp.ndarray, pos: jnp.ndarray, yaw: jnp.ndarray) -> jnp.ndarray:
@@ -61,15 +101,18 @@ def box_corners(scene: Scene) -> jnp.ndarray:
     return local_to_world(local, jnp.asarray(scene.pos), jnp.asarray(scene.yaw))
 
 
-def aabb_half_extents(half_extents: jnp.ndarray, yaw: jnp.ndarray) -> jnp.ndarray:
-    """Half sizes [K, 3] of the world axis-aligned bounding boxes of yawed boxes.
+def aabb_half_extents(half_extents, yaw):
+    """Half sizes [..., 3] of the world axis-aligned bounding boxes of yawed upright boxes.
 
-    A box yawed by theta spans |cos| hx + |sin| hy along x and |sin| hx + |cos| hy along y; z is
-    unchanged because objects stay upright.
+    The one footprint of the core and the bridge: a box yawed by theta spans
+    |cos| hx + |sin| hy along x and |sin| hx + |cos| hy along y; z is unchanged because objects
+    stay upright. NumPy in, NumPy out (in the promoted dtype of the inputs); JAX in, JAX out.
     """
-    cos, sin = jnp.abs(jnp.cos(yaw)), jnp.abs(jnp.sin(yaw))
+    xp = array_namespace(half_extents, yaw)
+    half_extents = xp.asarray(half_extents)
+    cos, sin = xp.abs(xp.cos(yaw)), xp.abs(xp.sin(yaw))
     hx, hy, hz = half_extents[..., 0], half_extents[..., 1], half_extents[..., 2]
-    return jnp.stack([cos * hx + sin * hy, sin * hx + cos * hy, hz], axis=-1)
+    return xp.stack([cos * hx + sin * hy, sin * hx + cos * hy, hz], axis=-1)
 
 
 def aabb(scene: Scene) -> tuple[jnp.ndarray, jnp.ndarray]:

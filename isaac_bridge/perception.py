@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import open3d as o3d
 
+from f2p.geometry import yaw_rotation
 from f2p.scene import CONTAINER, Scene, validate_scene
 from f2p.world import Observation
 from isaac_bridge import mjcf
@@ -83,11 +84,6 @@ class RenderedImages(NamedTuple):
     labels: np.ndarray
 
 
-def _yaw_matrix(yaw: float) -> np.ndarray:
-    cos, sin = np.cos(yaw), np.sin(yaw)
-    return np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]], np.float32)
-
-
 def _local_boxes(kind: int, half_extents: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Return (centre, half_extents) of the solid boxes making one object, in its own frame."""
     if kind == CONTAINER:
@@ -109,7 +105,7 @@ def object_mesh(kind: int, half_extents, pos, yaw: float) -> tuple[np.ndarray, n
       vertices [V, 3] float32 and triangles [T, 3] uint32.
 
     """
-    rotation = _yaw_matrix(float(yaw))
+    rotation = yaw_rotation(float(yaw)).astype(np.float32)
     vertices, triangles = [], []
     for index, (centre, half) in enumerate(_local_boxes(int(kind), np.asarray(half_extents))):
         local = centre[None] + _CUBE_CORNERS * np.asarray(half, np.float32)[None]
@@ -124,7 +120,8 @@ def _box_corners(scene: Scene, slots: np.ndarray) -> np.ndarray:
     corners = []
     for slot in slots:
         local = _CUBE_CORNERS * scene.half_extents[slot][None]
-        corners.append(local @ _yaw_matrix(float(scene.yaw[slot])).T + scene.pos[slot][None])
+        rotation = yaw_rotation(float(scene.yaw[slot])).astype(np.float32)
+        corners.append(local @ rotation.T + scene.pos[slot][None])
     return np.concatenate(corners)
 
 

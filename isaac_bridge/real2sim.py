@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from f2p.geometry import rotate_z, yaw_rotation
 from f2p.scene import CONTAINER, FIXTURE, ITEM, Scene, validate_scene
 from f2p.world import Observation
 from isaac_bridge.mjcf import support_surface_z
@@ -83,18 +84,14 @@ def min_area_rectangle(points_xy: np.ndarray) -> tuple[np.ndarray, float, np.nda
     # Every edge direction modulo a quarter turn; the optimal rectangle has a side on a hull edge.
     angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]) + np.pi / 4, np.pi / 2)
                        - np.pi / 4)
-    cos, sin = np.cos(angles), np.sin(angles)
-    # Coordinates of every hull point in every candidate frame: [A, H].
-    along_x = hull[None, :, 0] * cos[:, None] + hull[None, :, 1] * sin[:, None]
-    along_y = -hull[None, :, 0] * sin[:, None] + hull[None, :, 1] * cos[:, None]
-    low = np.stack([along_x.min(1), along_y.min(1)], -1)
-    high = np.stack([along_x.max(1), along_y.max(1)], -1)
+    # Coordinates of every hull point in every candidate frame: [A, H, 2].
+    local = rotate_z(hull[None], angles[:, None], inverse=True)
+    low, high = local.min(axis=1), local.max(axis=1)
     area = np.prod(high - low, axis=-1)
     best = int(np.argmin(area))
     yaw = float(angles[best])
     mid = (low[best] + high[best]) / 2.0
-    centre = np.array([mid[0] * np.cos(yaw) - mid[1] * np.sin(yaw),
-                       mid[0] * np.sin(yaw) + mid[1] * np.cos(yaw)])
+    centre = rotate_z(mid, yaw)
     return centre, yaw, (high[best] - low[best]) / 2.0
 
 
@@ -151,10 +148,10 @@ def fit_upright_box(points: np.ndarray, trim: float = 0.0) -> UprightBox:
     centre, yaw, half = min_area_rectangle(points[:, :2])
     z_low, z_high = np.min(points[:, 2]), np.max(points[:, 2])
     if trim > 0.0:
-        cos, sin = np.cos(yaw), np.sin(yaw)
-        local = (points[:, :2] - centre) @ np.array([[cos, -sin], [sin, cos]])
+        rotation = yaw_rotation(yaw)[:2, :2]
+        local = (points[:, :2] - centre) @ rotation
         low, high = np.quantile(local, [trim, 1.0 - trim], axis=0)
-        centre = centre + np.array([[cos, -sin], [sin, cos]]) @ ((low + high) / 2.0)
+        centre = centre + rotation @ ((low + high) / 2.0)
         half = (high - low) / 2.0
         z_low, z_high = np.quantile(points[:, 2], [trim, 1.0 - trim])
     return UprightBox(centre_xy=centre, yaw=yaw, half_xy=np.maximum(half, MIN_HALF_EXTENT),
@@ -171,9 +168,7 @@ def _support_height(box: UprightBox, placed: list[tuple[int, np.ndarray, np.ndar
     """
     support = None
     for kind, half, pos, yaw in placed:
-        cos, sin = np.cos(yaw), np.sin(yaw)
-        offset = box.centre_xy - pos[:2]
-        local = np.array([cos * offset[0] + sin * offset[1], -sin * offset[0] + cos * offset[1]])
+        local = rotate_z(box.centre_xy - pos[:2], yaw, inverse=True)
         if np.any(np.abs(local) > half[:2] + XY_MARGIN):
             continue
         bottom, top = pos[2] - half[2], pos[2] + half[2]

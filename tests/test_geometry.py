@@ -257,3 +257,36 @@ def test_scene_chamfer_uses_the_object_mask_and_has_fd_gradients():
 def test_bad_num_points():
     with pytest.raises(ValueError, match="num_points"):
         geometry.render_points(three_objects(), num_points=0)
+
+
+def test_yaw_rotation_and_footprint_keep_numpy_inputs_in_numpy():
+    yaw = np.array([0.0, 0.7, -2.0])
+    rotation = geometry.yaw_rotation(yaw)
+    assert isinstance(rotation, np.ndarray) and rotation.dtype == np.float64
+    np.testing.assert_allclose(rotation, geometry.yaw_rotation(jnp.asarray(yaw)), atol=1e-6)
+    assert geometry.yaw_rotation(np.float32(0.3)).dtype == np.float32
+    assert geometry.yaw_rotation(0.3).shape == (3, 3)
+    half = np.array([[0.03, 0.05, 0.02]] * 3)
+    extents = geometry.aabb_half_extents(half, yaw)
+    assert isinstance(extents, np.ndarray) and extents.dtype == np.float64
+    np.testing.assert_allclose(extents, geometry.aabb_half_extents(jnp.asarray(half),
+                                                                   jnp.asarray(yaw)), atol=1e-6)
+    # The AABB is the extent of the rotated corners.
+    corners = np.einsum("kab,cb->kca", rotation, geometry.UNIT_CORNERS * half[0])
+    np.testing.assert_allclose(extents, np.abs(corners).max(axis=1), atol=1e-7)
+
+
+def test_rotate_z_matches_the_matrix_and_inverts():
+    rng = np.random.default_rng(0)
+    vectors, yaw = rng.normal(size=(5, 3)), rng.uniform(-np.pi, np.pi, 5)
+    rotated = geometry.rotate_z(vectors, yaw)
+    np.testing.assert_allclose(rotated, np.einsum("kab,kb->ka", geometry.yaw_rotation(yaw),
+                                                  vectors), atol=1e-12)
+    np.testing.assert_allclose(geometry.rotate_z(rotated, yaw, inverse=True), vectors,
+                               atol=1e-12)
+    # xy offsets, one yaw broadcast over many vectors, and JAX under jit.
+    xy = geometry.rotate_z(vectors[:, :2], 0.5)
+    np.testing.assert_allclose(xy, geometry.rotate_z(vectors, 0.5)[:, :2])
+    jitted = jax.jit(geometry.rotate_z)(jnp.asarray(vectors[:, :2], jnp.float32), 0.5)
+    assert isinstance(jitted, jax.Array)
+    np.testing.assert_allclose(jitted, xy, atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from f2p.geometry import aabb_half_extents, rotate_z
 from f2p.scene import CONTAINER, FIXTURE, Scene
 
 FLOOR_TOP = 0.0
@@ -22,11 +23,11 @@ class LayoutError(RuntimeError):
 
 
 def footprint(half_extents, yaw) -> np.ndarray:
-    """Return the half sizes [..., 2] of the world xy bounding box of yawed boxes."""
-    half = np.asarray(half_extents, np.float64)
-    cos, sin = np.abs(np.cos(yaw)), np.abs(np.sin(yaw))
-    return np.stack([cos * half[..., 0] + sin * half[..., 1],
-                     sin * half[..., 0] + cos * half[..., 1]], axis=-1)
+    """Return the half sizes [..., 2] of the world xy bounding box of yawed boxes.
+
+    The xy part of f2p.geometry.aabb_half_extents, in float64 like the rest of the layout.
+    """
+    return aabb_half_extents(np.asarray(half_extents, np.float64), yaw)[..., :2]
 
 
 def overlaps(centre_a, half_a, centre_b, half_b, clearance: float = 0.0) -> bool:
@@ -96,10 +97,8 @@ def inside_offset(rng: np.random.Generator, container_half, item_half, relative_
     return rng.uniform(-room, room)
 
 
-def rotate(offset, yaw: float) -> np.ndarray:
-    """Rotate an xy offset by `yaw` about z."""
-    cos, sin = np.cos(yaw), np.sin(yaw)
-    return np.array([cos * offset[0] - sin * offset[1], sin * offset[0] + cos * offset[1]])
+rotate = rotate_z
+"""Rotate an xy offset by `yaw` about z: f2p.geometry.rotate_z, under the name samplers use."""
 
 
 def is_inside(scene: Scene, i: int, j: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from f2p.geometry import rotate_z
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Scene, Skill, make_scene
 from f2p.tasks import layout
 from f2p.tasks.base import (
@@ -78,7 +79,7 @@ class TransportTask(Task):
             if loaded[k]:
                 item_yaw[k] = bag_yaw + rng.uniform(-0.1, 0.1)
                 offset = BAG_CELLS[cells[k]] + rng.uniform(-0.004, 0.004, 2)
-                item_pos[k, :2] = bag_pos[:2] + layout.rotate(offset, bag_yaw)
+                item_pos[k, :2] = bag_pos[:2] + rotate_z(offset, bag_yaw)
                 floor = layout.support_surface(CONTAINER, bag_pos[2], bag_half[2])
                 item_pos[k, 2] = floor + item_half[k, 2] + layout.REST_GAP
                 continue
@@ -146,7 +147,7 @@ class TransportTask(Task):
         choice = rng.random()
         if choice < 0.5:
             cell = BAG_CELLS[rng.integers(len(BAG_CELLS))] + rng.uniform(-0.004, 0.004, 2)
-            return make_skill(PICK_PLACE, obj, BAG_SLOT, layout.rotate(cell, scene.yaw[BAG_SLOT]))
+            return make_skill(PICK_PLACE, obj, BAG_SLOT, rotate_z(cell, scene.yaw[BAG_SLOT]))
         return stack_or_place_on_table(rng, scene, obj, items, choice, stack_jitter=0.008)
 
     def goal(self, scene: Scene) -> Goal:
@@ -186,7 +187,7 @@ class TransportTask(Task):
         yaw = float(scene.yaw[BAG_SLOT])
         load = []
         for index, item in enumerate(loose):
-            cell = layout.rotate(BAG_CELLS[index % len(BAG_CELLS)], yaw)
+            cell = rotate_z(BAG_CELLS[index % len(BAG_CELLS)], yaw)
             load.append(SkeletonStep(PICK_PLACE, item, BAG_SLOT, tuple(cell - 0.004),
                                      tuple(cell + 0.004)))
         low, high = self.carry_bounds(scene)
