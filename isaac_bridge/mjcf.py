@@ -1,4 +1,4 @@
-"""Scene -> MuJoCo MJCF: free boxes, open-top containers, static fixtures, kinematic tools."""
+"""Scene -> MuJoCo MJCF: free boxes, open-top containers, static fixtures and the robot's tools."""
 
 from __future__ import annotations
 
@@ -16,11 +16,34 @@ CONTACT_TOLERANCE = 0.002
 PARKED_TOOL_POS = (0.0, 0.0, -5.0)
 """Where the gripper and paddle wait: below the ground plane, far from every object."""
 
-DEFAULT_PADDLE_HALF_EXTENTS = (0.005, 0.03, 0.02)
-"""Paddle (thickness, width, height) halves when no push sizes it."""
+PADDLE_MASS = 0.3
+"""kg. Light enough that its momentum adds little to a blocked push's force limit."""
+
+PADDLE_KP = 2000.0
+"""N/m of the paddle's position servos: at 2 mm of lag a servo pushes with 4 N, more than any
+task item needs to slide; sqrt(kp / mass) * timestep stays below 0.5, which is stable."""
+
+PADDLE_KV = 2.0 * (PADDLE_KP * PADDLE_MASS) ** 0.5
+"""N s/m: critical damping of the servos (MuJoCo integrates it implicitly)."""
+
+
+class Paddle(NamedTuple):
+    """The push paddle of one model: a dynamic plate on three force-controlled slides.
+
+    Attributes:
+      half_extents: (thickness, width, height) halves; its local +x is the push direction.
+      yaw: radians of the push direction about z; the slides run along it, across it and up.
+      force_limit: newtons the servo along the push can exert at most (the across and
+        vertical servos are unlimited: the robot holds its tool rigidly off the push axis).
+
+    """
+
+    half_extents: tuple
+    yaw: float
+    force_limit: float
 
 # Collision bits: fixtures and the ground collide with movables; the paddle collides with
-# movables only (a kinematic paddle against static geometry would only add useless contacts).
+# movables only (a paddle against static geometry would only add useless contacts).
 _STATIC_BITS = (1, 1)  # (contype, conaffinity)
 _MOVABLE_BITS = (1, 3)
 _PADDLE_BITS = (2, 2)
@@ -37,8 +60,11 @@ class ModelLayout(NamedTuple):
         velocity in the world frame; -1 for fixtures and padding).
       weld_of_slot: [K] weld equality id joining the gripper to the slot (-1 if not movable).
       gripper_mocap: mocap index of the gripper.
-      paddle_mocap: mocap index of the paddle.
-      paddle_touch: sensordata index of the paddle's touch sensor (total normal force, N).
+      paddle_qpos: first qpos index of the paddle's slides (along, across, up in the paddle's
+        frame; all zero when parked), or -1 when the model has no paddle.
+      paddle_dof: first dof index of the slides (-1 without a paddle).
+      paddle_actuator: first actuator id of the slides' servos, in the same order (-1 without
+        a paddle); the first one is force limited.
 
     """
 
@@ -48,8 +74,9 @@ class ModelLayout(NamedTuple):
     dof_of_slot: np.ndarray
     weld_of_slot: np.ndarray
     gripper_mocap: int
-    paddle_mocap: int
-    paddle_touch: int
+    paddle_qpos: int
+    paddle_dof: int
+    paddle_actuator: int
 
 
 def wall_thickness(half_extents: np.ndarray) -> float:
@@ -99,18 +126,46 @@ def _yaw_quat(yaw: float) -> str:
     return _vec((np.cos(0.5 * yaw), 0.0, 0.0, np.sin(0.5 * yaw)))
 
 
+def _paddle_xml(paddle: Paddle) -> tuple[list[str], list[str]]:
+    """Return the paddle's (worldbody, actuator) MJCF lines.
+
+    A kinematic (mocap) paddle would be wrong here: MuJoCo gives a mocap body no velocity in
+    the contact dynamics, so a pushed object lags it by about 2 * timeconst * speed (7.6 mm at
+    0.2 m/s) of overlap that springs out as a 50 to 150 N kick when the object meets a blocked
+    neighbour. A dynamic plate on servoed slides has a real velocity and a real force limit.
+    """
+    half = np.asarray(paddle.half_extents, np.float64)
+    slides = "".join(f'<joint name="paddle_{name}" type="slide" axis="{axis}"/>'
+                     for name, axis in (("along", "1 0 0"), ("across", "0 1 0"), ("up", "0 0 1")))
+    body = [
+        # gravcomp: the vertical servo holds the plate without a steady sag.
+        f'    <body name="paddle" pos="{_vec(PARKED_TOOL_POS)}" quat="{_yaw_quat(paddle.yaw)}" '
+        f'gravcomp="1"><inertial pos="0 0 0" mass="{PADDLE_MASS:.6g}" '
+        f'diaginertia="1e-4 1e-4 1e-4"/>{slides}<geom type="box" size="{_vec(half)}" '
+        f'contype="{_PADDLE_BITS[0]}" conaffinity="{_PADDLE_BITS[1]}"/></body>',
+    ]
+    gains = f'kp="{PADDLE_KP:.6g}" kv="{PADDLE_KV:.6g}"'
+    limit = float(paddle.force_limit)
+    actuators = [
+        f'    <position name="paddle_along" joint="paddle_along" {gains} forcelimited="true" '
+        f'forcerange="{-limit:.6g} {limit:.6g}"/>',
+        f'    <position name="paddle_across" joint="paddle_across" {gains}/>',
+        f'    <position name="paddle_up" joint="paddle_up" {gains}/>',
+    ]
+    return body, actuators
+
+
 def scene_to_xml(
     scene: Scene,
     physics: PhysicsParams = PhysicsParams(),
-    paddle_half_extents=DEFAULT_PADDLE_HALF_EXTENTS,
+    paddle: Paddle | None = None,
 ) -> str:
     """Write the MJCF of one unbatched NumPy scene.
 
     Args:
       scene: one Scene ([K] leading shapes); only masked-in slots are built.
       physics: friction, density, gravity and timestep.
-      paddle_half_extents: (thickness, width, height) halves of the push paddle; its local +x is
-        the push direction.
+      paddle: the push paddle, for a model that executes a push; None builds none.
 
     Returns:
       The XML string. Bodies are named obj<slot>; the gripper and paddle wait at PARKED_TOOL_POS.
@@ -152,14 +207,10 @@ def scene_to_xml(
             for centre, size in boxes
         )
         parts.append(f'    <body name="obj{slot}" {frame}><freejoint/>{geoms}</body>')
-    paddle = np.asarray(paddle_half_extents, np.float64)
+    paddle_body, paddle_actuators = ([], []) if paddle is None else _paddle_xml(paddle)
     parts += [
         f'    <body name="gripper" mocap="true" pos="{_vec(PARKED_TOOL_POS)}"/>',
-        f'    <body name="paddle" mocap="true" pos="{_vec(PARKED_TOOL_POS)}">'
-        f'<geom type="box" size="{_vec(paddle)}" contype="{_PADDLE_BITS[0]}" '
-        f'conaffinity="{_PADDLE_BITS[1]}"/>'
-        # The touch site is slightly larger than the paddle so it encloses its contact points.
-        f'<site name="paddle_touch" type="box" size="{_vec(paddle + 0.003)}"/></body>',
+        *paddle_body,
         "  </worldbody>",
         "  <equality>",
     ]
@@ -170,21 +221,20 @@ def scene_to_xml(
         'relpose="0 0 0 1 0 0 0" solref="0.01 1"/>'
         for slot in movable_slots
     ]
-    parts += [
-        "  </equality>",
-        '  <sensor><touch name="paddle_force" site="paddle_touch"/></sensor>',
-        "</mujoco>",
-    ]
+    parts.append("  </equality>")
+    if paddle_actuators:
+        parts += ["  <actuator>", *paddle_actuators, "  </actuator>"]
+    parts.append("</mujoco>")
     return "\n".join(parts)
 
 
 def build_model(
     scene: Scene,
     physics: PhysicsParams = PhysicsParams(),
-    paddle_half_extents=DEFAULT_PADDLE_HALF_EXTENTS,
+    paddle: Paddle | None = None,
 ) -> tuple[mujoco.MjModel, ModelLayout]:
-    """Compiles one unbatched scene and returns the model with its slot <-> id layout."""
-    model = mujoco.MjModel.from_xml_string(scene_to_xml(scene, physics, paddle_half_extents))
+    """Compiles one unbatched scene, with the push paddle if given, and its slot <-> id layout."""
+    model = mujoco.MjModel.from_xml_string(scene_to_xml(scene, physics, paddle))
     k = np.shape(scene.mask)[0]
     body_of_slot = np.full(k, -1, np.int64)
     qpos_of_slot = np.full(k, -1, np.int64)
@@ -202,8 +252,11 @@ def build_model(
                 model, mujoco.mjtObj.mjOBJ_EQUALITY, f"grasp{slot}"
             )
     gripper = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "gripper")
-    paddle = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "paddle")
-    sensor = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, "paddle_force")
+    paddle_qpos = paddle_dof = paddle_actuator = -1
+    if paddle is not None:
+        joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "paddle_along")
+        paddle_qpos, paddle_dof = int(model.jnt_qposadr[joint]), int(model.jnt_dofadr[joint])
+        paddle_actuator = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, "paddle_along")
     layout = ModelLayout(
         body_of_slot=body_of_slot,
         slot_of_body=slot_of_body,
@@ -211,7 +264,8 @@ def build_model(
         dof_of_slot=dof_of_slot,
         weld_of_slot=weld_of_slot,
         gripper_mocap=int(model.body_mocapid[gripper]),
-        paddle_mocap=int(model.body_mocapid[paddle]),
-        paddle_touch=int(model.sensor_adr[sensor]),
+        paddle_qpos=paddle_qpos,
+        paddle_dof=paddle_dof,
+        paddle_actuator=paddle_actuator,
     )
     return model, layout

@@ -11,19 +11,13 @@ import numpy as np
 
 from f2p.scene import CONTAINER, FIXTURE, PICK_PLACE, PUSH, Scene, Skill
 from isaac_bridge import protocol
-from isaac_bridge.mjcf import (
-    CONTACT_TOLERANCE,
-    DEFAULT_PADDLE_HALF_EXTENTS,
-    ModelLayout,
-    build_model,
-)
+from isaac_bridge.mjcf import CONTACT_TOLERANCE, ModelLayout, build_model
+from isaac_bridge.mujoco_push import paddle_for, push
 from isaac_bridge.mujoco_skills import (
     Diverged,
     ExecutionSettings,
-    paddle_half_extents,
     pick_place,
     place_surface,
-    push,
     riders_of,
     settle,
 )
@@ -116,9 +110,10 @@ def read_state(model, data, layout: ModelLayout, tolerance: float) -> BodyState:
         near = (slots >= 0).all(axis=1) & (slots[:, 0] != slots[:, 1]) & (dist <= tolerance)
         contact[slots[near, 0], slots[near, 1]] = True
         contact[slots[near, 1], slots[near, 0]] = True
-        # Penetration involving a free body (fixture pairs never collide; tools are excluded).
+        # Penetration involving a free body (fixture pairs never collide; tools, the bodies
+        # that are neither the world nor a scene slot, are excluded).
         free = (model.body_jntnum[body_pairs] > 0).any(axis=1)
-        tools = (model.body_mocapid[body_pairs] >= 0).any(axis=1)
+        tools = ((layout.slot_of_body[body_pairs] < 0) & (body_pairs != 0)).any(axis=1)
         judged = free & ~tools
         if judged.any():
             penetration = float(max(0.0, -dist[judged].min()))
@@ -213,9 +208,10 @@ def simulate_item(scene: Scene, skill: Skill | None, seed: int,
                            pos=np.asarray(scene.pos, np.float64),
                            yaw=np.asarray(scene.yaw, np.float64))
     k = scene.kind.shape[0]
-    paddle_half = (DEFAULT_PADDLE_HALF_EXTENTS if skill is None
-                   else paddle_half_extents(scene, skill, settings))
-    model, layout = build_model(scene, physics, paddle_half)
+    # Only a push model gets the paddle, so settling and pick_place simulate no extra body.
+    paddle = (paddle_for(scene, skill, settings)
+              if skill is not None and int(skill.skill) == PUSH else None)
+    model, layout = build_model(scene, physics, paddle)
     if settings.sleep:
         model.opt.enableflags |= mujoco.mjtEnableBit.mjENBL_SLEEP
     data = mujoco.MjData(model)
@@ -237,7 +233,7 @@ def simulate_item(scene: Scene, skill: Skill | None, seed: int,
             if int(skill.skill) == PICK_PLACE:
                 pick_place(model, data, layout, settled, skill, settings)
             elif int(skill.skill) == PUSH:
-                push(model, data, layout, settled, skill, paddle_half, settings)
+                push(model, data, layout, settled, skill, paddle, settings)
             settle(model, data, settings)
     except Diverged:
         return result._replace(status=protocol.DIVERGED)

@@ -1,4 +1,4 @@
-"""Skills in MuJoCo: settling, and pick_place / push with a kinematic gripper and paddle."""
+"""Skills in MuJoCo: settling, tool paths, and pick_place with a kinematic gripper."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ from typing import NamedTuple
 import mujoco
 import numpy as np
 
-from f2p.scene import CONTAINER, FIXTURE, Scene, Skill
-from isaac_bridge.mjcf import (
-    PARKED_TOOL_POS,
-    support_surface_z,
-    wall_thickness,
-)
+from f2p.scene import FIXTURE, Scene, Skill
+from isaac_bridge.mjcf import PARKED_TOOL_POS, support_surface_z
 
 # Min-jerk profile p(tau) = 10 tau^3 - 15 tau^4 + 6 tau^5 has peak acceleration 5.774 d / T^2.
 _MIN_JERK_PEAK_ACCEL = 5.774
-_KEEP_AWAKE_FORCE = 1e-9  # newtons
 
 
 class ExecutionSettings(NamedTuple):
@@ -37,8 +32,12 @@ class ExecutionSettings(NamedTuple):
       push_gap: the paddle starts this far behind the pushed object's face.
       paddle_thickness: full thickness of the paddle plate.
       push_speed: peak paddle speed while pushing (slow enough that nothing is kicked away).
-      push_block_force: the paddle stops advancing once its contact force stays above this for
-        push_block_time seconds (a blocked object; short impact spikes do not count).
+      push_force_limit: the most the paddle's servo along the push exerts; an object that
+        needs more to slide (or a blocked one) is pressed with this and no more.
+      push_block_time: the paddle stops advancing once its servo has pressed at the force limit
+        while moving slower than push_stall_speed for this long (a blocked object; a heavy one
+        that still slides is followed, and a short impact does not count).
+      push_stall_speed: paddle speed below which a fully pressing paddle counts as stalled.
       overlap_tolerance: initial overlap deeper than this is inseparable (INTERPENETRATION).
       penetration_tolerance: overlap left after settling deeper than this is INTERPENETRATION.
       tilt_tolerance: radians of tilt above which an object counts as TIPPED.
@@ -64,8 +63,9 @@ class ExecutionSettings(NamedTuple):
     push_gap: float = 0.01
     paddle_thickness: float = 0.01
     push_speed: float = 0.3
-    push_block_force: float = 10.0
+    push_force_limit: float = 10.0
     push_block_time: float = 0.03
+    push_stall_speed: float = 0.01
     overlap_tolerance: float = 0.01
     penetration_tolerance: float = 0.005
     tilt_tolerance: float = 0.35
@@ -118,17 +118,18 @@ def settle(model, data, settings: ExecutionSettings) -> None:
             return
 
 
-def _follow(model, data, mocap: int, waypoints, settings, stop=None, max_speed=np.inf) -> bool:
-    """Move a mocap body through straight min-jerk segments, one physics step at a time.
+def follow(model, data, command, waypoints, settings, stop=None, max_speed=np.inf) -> bool:
+    """Move a tool through straight min-jerk segments, one physics step at a time.
 
     Args:
       model: the MuJoCo model.
       data: the MuJoCo state, stepped in place.
-      mocap: mocap index of the tool.
+      command: callable(position [3], velocity [3]) that sets the tool's target for the next
+        step (world frame, m and m/s).
       waypoints: [N, 3] positions; the tool starts at waypoints[0].
       settings: speeds and accelerations.
-      stop: optional callable() -> bool checked each step of the last segment; True freezes the
-        tool where it is and ends the motion.
+      stop: optional callable() -> bool checked each step of the last segment; True ends the
+        motion with the last target commanded (the caller decides what the tool does next).
       max_speed: peak speed of the tool in m/s (min-jerk peak speed is 1.875 d / T).
 
     Returns:
@@ -146,10 +147,12 @@ def _follow(model, data, mocap: int, waypoints, settings, stop=None, max_speed=n
         steps = int(np.ceil(duration / dt))
         tau = np.arange(1, steps + 1) / steps
         profile = tau**3 * (10.0 - 15.0 * tau + 6.0 * tau**2)
+        rate = 30.0 * tau**2 * (1.0 - tau) ** 2 / (steps * dt)  # d profile / dt
         path = start + profile[:, None] * (end - start)
+        velocity = rate[:, None] * (end - start)
         watch = stop is not None and index == len(waypoints) - 1
-        for point in path:
-            data.mocap_pos[mocap] = point
+        for point, speed in zip(path, velocity, strict=True):
+            command(point, speed)
             mujoco.mj_step(model, data)
             if watch and stop():
                 return True
@@ -217,7 +220,10 @@ def pick_place(model, data, layout, scene: Scene, skill: Skill, settings) -> Non
             return False
         return _support_force(model, data, body, rider_bodies) > threshold
 
-    _follow(model, data, gripper, waypoints, settings, stop=blocked)
+    def move(point, _velocity):
+        data.mocap_pos[gripper] = point
+
+    follow(model, data, move, waypoints, settings, stop=blocked)
     data.eq_active[layout.weld_of_slot[obj]] = 0
     data.mocap_pos[gripper] = PARKED_TOOL_POS
 
@@ -239,82 +245,3 @@ def _support_force(model, data, body: int, ignored: np.ndarray) -> float:
         sign = 1.0 if pairs[index, 1] == body else -1.0
         upward += sign * wrench[0] * data.contact.frame[index][2]
     return upward
-
-
-def paddle_half_extents(scene: Scene, skill: Skill, settings: ExecutionSettings) -> np.ndarray:
-    """Return the paddle's halves (thickness, width, height) for a push.
-
-    The paddle is as wide as the object across the push and reaches from just above the
-    object's bottom (or floor) to about its mid-height (pushing low avoids tipping).
-    """
-    obj = int(skill.obj)
-    half = scene.half_extents[obj]
-    direction = _push_direction(skill)
-    across = np.array([-direction[1], direction[0]])
-    yaw = float(scene.yaw[obj])
-    axes = np.array([[np.cos(yaw), np.sin(yaw)], [-np.sin(yaw), np.cos(yaw)]])
-    width = half[0] * abs(axes[0] @ across) + half[1] * abs(axes[1] @ across)
-    height = max(0.006, 0.5 * (half[2] - _paddle_lift(scene, obj)))
-    return np.array([0.5 * settings.paddle_thickness, width, height])
-
-
-def _paddle_lift(scene: Scene, obj: int) -> float:
-    """Height of the paddle's bottom above the object's bottom.
-
-    A paddle overlapping a container's floor slab vertically would, once it penetrates the
-    slab's side deeper than it overlaps it vertically, get a vertical contact normal and press
-    the container into the table; so it stays above the floor slab.
-    """
-    if int(scene.kind[obj]) == CONTAINER:
-        return wall_thickness(scene.half_extents[obj]) + 0.004
-    return 0.004
-
-
-def _push_direction(skill: Skill) -> np.ndarray:
-    displacement = np.asarray(skill.params, np.float64)
-    length = np.linalg.norm(displacement)
-    return displacement / length if length > 1e-6 else np.array([1.0, 0.0])
-
-
-def push(model, data, layout, scene: Scene, skill: Skill, paddle_half, settings) -> None:
-    """Move the paddle from behind the object along (dx, dy); it stops when blocked."""
-    obj = int(skill.obj)
-    displacement = np.asarray(skill.params, np.float64)
-    distance = float(np.linalg.norm(displacement))
-    if distance <= 1e-6:
-        return
-    direction = _push_direction(skill)
-    half = scene.half_extents[obj]
-    yaw = float(scene.yaw[obj])
-    axes = np.array([[np.cos(yaw), np.sin(yaw)], [-np.sin(yaw), np.cos(yaw)]])
-    reach = half[0] * abs(axes[0] @ direction) + half[1] * abs(axes[1] @ direction)
-    bottom = scene.pos[obj, 2] - half[2]
-    back = reach + paddle_half[0] + settings.push_gap
-    start = np.array([*(scene.pos[obj, :2] - back * direction),
-                      bottom + _paddle_lift(scene, obj) + paddle_half[2]])
-    end = start + np.array([*(direction * (distance + settings.push_gap)), 0.0])
-    paddle = layout.paddle_mocap
-    # A kinematic (mocap) paddle does not wake a sleeping body; any nonzero applied force does,
-    # so a negligible one keeps the pushed object awake (neighbours wake on contact with it).
-    body = layout.body_of_slot[obj]
-    data.xfrc_applied[body, 2] = _KEEP_AWAKE_FORCE
-    data.mocap_pos[paddle] = start
-    data.mocap_quat[paddle] = _yaw_quat(float(np.arctan2(direction[1], direction[0])))
-
-    pressed_steps = [0]
-    patience = max(1, round(settings.push_block_time / model.opt.timestep))
-
-    def blocked() -> bool:
-        pressing = data.sensordata[layout.paddle_touch] > settings.push_block_force
-        pressed_steps[0] = pressed_steps[0] + 1 if pressing else 0
-        return pressed_steps[0] >= patience
-
-    _follow(model, data, paddle, [start, end], settings, stop=blocked,
-            max_speed=settings.push_speed)
-    here = data.mocap_pos[paddle].copy()
-    retreat = here - np.array([*(direction * settings.push_gap), 0.0])
-    _follow(model, data, paddle, [here, retreat], settings)
-    data.mocap_pos[paddle] = PARKED_TOOL_POS
-    data.xfrc_applied[body, 2] = 0.0
-
-
