@@ -70,6 +70,16 @@ class MujocoSimulator:
     Each item builds its own model, settles it, runs the skill with a kinematic gripper or
     paddle, settles again and reads poses and contacts back. Relations are labelled in this
     (parent) process with f2p.relations.hard_relations, so workers never import JAX.
+
+    A worker process that dies (a crash in MuJoCo, the OOM killer) breaks the pool: every item
+    whose chunk had not come back gets SIM_ERROR, and the next batch starts a fresh pool.
+    """
+
+    chunk_runner = staticmethod(simulate_chunk)
+    """What a worker runs on each chunk: (items, physics, settings) -> [ItemResult | None].
+
+    Always simulate_chunk in use; it is an attribute only so that a test can put in a
+    module-level function that kills its worker process, to check the recovery above.
     """
 
     def __init__(self, num_workers: int | None = None,
@@ -136,10 +146,10 @@ class MujocoSimulator:
     def _run(self, items: list) -> list[ItemResult | None]:
         """Simulate (scene, skill, seed) items in order; None marks an item that failed."""
         if self.num_workers <= 1 or len(items) <= 1:
-            return simulate_chunk(items, self.physics, self.settings)
+            return self.chunk_runner(items, self.physics, self.settings)
         chunk = max(1, -(-len(items) // (self.num_workers * self.chunks_per_worker)))
         pool = self._executor()
-        futures = [pool.submit(simulate_chunk, items[start:start + chunk], self.physics,
+        futures = [pool.submit(self.chunk_runner, items[start:start + chunk], self.physics,
                                self.settings)
                    for start in range(0, len(items), chunk)]
         results: list[ItemResult | None] = []

@@ -1,12 +1,15 @@
 """Tests of the MuJoCo backend on hand-built scenes (real physics, no fakes)."""
 
+import os
+
 import mujoco
 import numpy as np
 import pytest
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Scene, Skill, make_scene
 from isaac_bridge import mjcf, protocol
-from isaac_bridge.mujoco_backend import MujocoSimulator
+from isaac_bridge.mujoco_backend import MujocoSimulator, item_seed
+from isaac_bridge.mujoco_item import simulate_chunk
 
 TABLE = ((0.4, 0.6, 0.02), (0.0, 0.0, 0.38))  # top at z = 0.40
 CUP = (0.06, 0.06, 0.05)
@@ -185,6 +188,47 @@ def test_bad_items_are_flagged_and_the_rest_of_the_batch_is_fine(pooled, local):
     for index in (0, 7):
         np.testing.assert_array_equal(outcome.post.pos[index], single.post.pos[0])
         np.testing.assert_array_equal(outcome.relations_post[index], single.relations_post[0])
+
+
+CRASH_SEED = item_seed(5, 2)
+"""The seed of item 2 of a batch executed with seed 5: the item whose worker crashes."""
+
+
+def _crash_on_marked_item(items, physics, settings):
+    """Test stand-in for MujocoSimulator.chunk_runner: the worker dies on the marked item.
+
+    os._exit ends the worker process at once, as a crash inside MuJoCo or the OOM killer would;
+    every other chunk is simulated as usual.
+    """
+    if any(seed == CRASH_SEED for _, _, seed in items):
+        os._exit(3)
+    return simulate_chunk(items, physics, settings)
+
+
+class _CrashingSimulator(MujocoSimulator):
+    chunk_runner = staticmethod(_crash_on_marked_item)
+
+
+def test_a_crashed_worker_flags_its_items_sim_error_and_the_pool_recovers(local):
+    batch = _mixed_batch() * 2  # 8 items: one item per chunk over 2 workers
+    expected = _run(local, batch, seed=5)
+    with _CrashingSimulator(num_workers=2) as simulator:
+        crashed = _run(simulator, batch, seed=5)
+        assert crashed.status[2] == protocol.SIM_ERROR
+        # The broken pool loses the chunks that had not come back yet; the others are intact.
+        lost = crashed.status == protocol.SIM_ERROR
+        assert not crashed.ok[lost].any()
+        assert not crashed.relations_post[lost].any() and not crashed.contact_post[lost].any()
+        np.testing.assert_array_equal(crashed.status[~lost], expected.status[~lost])
+        np.testing.assert_array_equal(crashed.post.pos[~lost], expected.post.pos[~lost])
+        # The next batch runs on a fresh pool (no item of it carries the crashing seed).
+        assert CRASH_SEED not in [item_seed(6, index) for index in range(len(batch))]
+        recovered = _run(simulator, batch, seed=6)
+    again = _run(local, batch, seed=6)
+    assert recovered.ok.all()
+    np.testing.assert_array_equal(recovered.status, again.status)
+    np.testing.assert_array_equal(recovered.post.pos, again.post.pos)
+    np.testing.assert_array_equal(recovered.relations_post, again.relations_post)
 
 
 def test_malformed_batches_and_settings_raise():
