@@ -142,3 +142,27 @@ def test_real2sim_recovers_the_hidden_true_sizes_from_observations():
         np.testing.assert_allclose(fitted_half, np.sort(truth.half_extents[slot, :2]), atol=3e-3)
         assert np.all(np.abs(fitted_half - np.sort(task.half_extents[slot, :2])) > 2e-3)
         np.testing.assert_allclose(fitted.pos[slot], truth.pos[slot], atol=3e-3)
+
+
+def test_the_hidden_friction_and_mass_decide_whether_a_push_moves_a_block():
+    # A 1.0 kg block (0.108 m cube at 800 kg/m^3) needs 0.6 * 1.0 * 9.81 = 5.9 N to slide at
+    # nominal friction and 11.9 N with doubled friction or doubled mass: more than the 10 N the
+    # paddle may push with (ExecutionSettings.push_force_limit), so the same push moves it or not.
+    block = 1
+    task = make_scene([FIXTURE, ITEM], [[0.35, 0.5, 0.02], [0.054, 0.054, 0.054]],
+                      [[0.4, 0.0, -0.02], [0.3, 0.0, 0.054]])
+    moved = {}
+    for name, friction, mass in (("nominal", 1.0, 1.0), ("slippery and light", 0.5, 0.5),
+                                 ("rough", 2.0, 1.0), ("heavy", 1.0, 2.0)):
+        ranges = PhysicsRanges((friction, friction), (mass, mass), (1.0, 1.0))
+        world = RealWorld(task, ranges=ranges, seed=0)
+        assert world.true_physics().friction_scale == friction
+        assert world.true_physics().mass_scale == mass
+        before = world.true_scene().pos[block]
+        world.step(_push(block, 0.1, 0.0))
+        assert world.true_status() == "ok"
+        moved[name] = world.true_scene().pos[block] - before
+    for name in ("nominal", "slippery and light"):
+        np.testing.assert_allclose(moved[name][:2], [0.1, 0.0], atol=0.006, err_msg=name)
+    for name in ("rough", "heavy"):
+        assert np.linalg.norm(moved[name][:2]) < 2e-3, (name, moved[name])
