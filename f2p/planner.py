@@ -11,7 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from f2p.geometry import render_points
-from f2p.scene import FIXTURE, NUM_RELATIONS, PICK_PLACE, SKILL_NAMES, Scene, Skill
+from f2p.scene import (
+    FIXTURE,
+    NUM_RELATIONS,
+    PICK_PLACE,
+    SKILL_NAMES,
+    Scene,
+    Skill,
+    stack_rows,
+)
 from f2p.world import Observation
 
 __all__ = [
@@ -238,9 +246,8 @@ def check_goal(goal, mask) -> GoalArrays:
     return goal.arrays()
 
 
-@functools.partial(jax.jit, static_argnames=("model", "config"))
-def _plan_skeleton_compiled(key, model, params, observation, skeleton, goal, config):
-    """CEM + final rollout in one compiled call; recompiles only for new shapes or settings."""
+def _plan_one(key, model, params, observation, skeleton, goal, config):
+    """CEM over one skeleton's args, then the rollout of the best: (params, score, relations)."""
 
     def relation_logits(step_params):  # [T, 2] -> [T, K, K, R]
         skills = Skill(skeleton.skill, skeleton.obj, skeleton.support, step_params)
@@ -253,6 +260,19 @@ def _plan_skeleton_compiled(key, model, params, observation, skeleton, goal, con
     result = cem(key, score, skeleton.low, skeleton.high, config)
     return result.best_params, result.best_score, jax.nn.sigmoid(
         relation_logits(result.best_params))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def _plan_skeleton_compiled(key, model, params, observation, skeleton, goal, config):
+    """One skeleton in one compiled call; recompiles only for new shapes or settings."""
+    return _plan_one(key, model, params, observation, skeleton, goal, config)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def _plan_skeletons_compiled(keys, model, params, observation, skeletons, goal, config):
+    """A stack of S equal-length skeletons (keys [S], SkeletonArrays [S, T]) in one call."""
+    return jax.vmap(lambda key, skeleton: _plan_one(key, model, params, observation, skeleton,
+                                                    goal, config))(keys, skeletons)
 
 
 def plan_skeleton(key, model, params, observation: Observation, skeleton: SkeletonArrays,
@@ -322,7 +342,10 @@ def _check_observation(observation) -> Observation:
 
 
 def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, config) -> Plan:
-    """Scores every skeleton with plan_skeleton and returns the best as a Plan.
+    """Plans every skeleton's args by CEM (as plan_skeleton) and returns the best as a Plan.
+
+    Skeletons of equal length T run in one vmapped compiled call, compiled once per (T, number
+    of such skeletons, goal size, observation shapes, CEM settings).
 
     Args:
       key: PRNG key (split once per skeleton), or None for PRNGKey(config.seed).
@@ -344,8 +367,22 @@ def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, c
     goal_arrays = check_goal(goal, observation.mask)
     arrays = [skeleton_arrays(s, observation.mask, observation.kind, f"skeletons[{index}]")
               for index, s in enumerate(skeletons)]
-    results = [plan_skeleton(k, model, params, observation, a, goal_arrays, config)
-               for k, a in zip(jax.random.split(key, len(arrays)), arrays, strict=True)]
+    # Skeletons of equal length share one vmapped compiled call (and one compilation), and
+    # every call is dispatched before the single host transfer below.
+    config = config._replace(seed=0)  # the seed is not part of the compiled function
+    keys = jax.random.split(key, len(arrays))
+    by_length: dict[int, list[int]] = {}
+    for index, skeleton in enumerate(arrays):
+        by_length.setdefault(skeleton.skill.shape[0], []).append(index)
+    outputs = {length: _plan_skeletons_compiled(
+        keys[np.array(indices)], model, params, observation,
+        stack_rows([arrays[i] for i in indices]), goal_arrays, config)
+        for length, indices in by_length.items()}
+    outputs = jax.device_get(outputs)
+    results = [None] * len(arrays)
+    for length, indices in by_length.items():
+        for row, index in enumerate(indices):
+            results[index] = tuple(np.asarray(field)[row] for field in outputs[length])
     scores = np.array([float(score) for _, score, _ in results], np.float64)
     best = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
     best_params, best_score, relations = results[best]

@@ -130,11 +130,26 @@ def test_plan_returns_a_well_formed_best_plan(setup):
 def test_plan_does_not_recompile_for_new_keys_or_seeds(setup):
     model, params, task, scene, observation = setup
     planner.plan(None, model, params, observation, task, scene, FAST)
-    compiled = planner._plan_skeleton_compiled._cache_size()
+    compiled = planner._plan_skeletons_compiled._cache_size()
     other = planner.plan(None, model, params, observation, task, scene, FAST._replace(seed=5))
     planner.plan(jax.random.PRNGKey(7), model, params, observation, task, scene, FAST)
-    assert planner._plan_skeleton_compiled._cache_size() == compiled
+    assert planner._plan_skeletons_compiled._cache_size() == compiled
     assert other.relations.shape[1:] == (8, 8, 9)
+
+
+def test_skeletons_planned_together_match_one_at_a_time(setup):
+    model, params, task, scene, observation = setup
+    skeletons = task.skeletons(scene)
+    assert len(skeletons) > len({len(s) for s in skeletons})  # some lengths are shared
+    key = jax.random.PRNGKey(4)
+    together = planner.plan(key, model, params, observation, task, scene, FAST)
+    goal = task.goal(scene).arrays()
+    for index, (skeleton_key, skeleton) in enumerate(zip(
+            jax.random.split(key, len(skeletons)), skeletons, strict=True)):
+        arrays = planner.skeleton_arrays(skeleton, observation.mask, observation.kind)
+        _, score, _ = planner.plan_skeleton(skeleton_key, model, params, observation, arrays,
+                                            goal, FAST)
+        assert together.skeleton_scores[index] == pytest.approx(float(score), abs=1e-4)
 
 
 def test_goal_and_skeleton_errors_name_the_field(setup):
