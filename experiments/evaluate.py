@@ -15,6 +15,7 @@ from absl import logging
 from f2p import episode, planner, tasks
 from f2p.agent import PlanFn, model_agent
 from f2p.io import failures, reporting
+from f2p.io.config import parse_list
 from f2p.recovery import POLICY_NAMES, make_policy, original_policy
 from f2p.scene import Scene
 from isaac_bridge.mujoco_backend import MujocoSimulator
@@ -41,27 +42,15 @@ class EpisodeSpec(NamedTuple):
         return f"{self.task}-n{self.count}-{self.split}-e{self.episode:03d}"
 
 
-def parse_list(config, field: str, allowed, cast=str) -> list:
-    """Splits a comma-separated config field and checks every entry against `allowed`."""
-    values = [cast(part.strip()) for part in str(config[field]).split(",") if part.strip()]
-    if not values:
-        raise ValueError(f"config.{field}: empty; allowed: {', '.join(map(str, allowed))}")
-    for value in values:
-        if value not in allowed:
-            raise ValueError(f"config.{field}: {value!r} is not one of "
-                             f"{', '.join(map(str, allowed))}")
-    return values
-
-
 def episode_specs(config) -> list[EpisodeSpec]:
     """The fixed list of seeded episodes: every task x object count x split x episode index.
 
     Seeds depend on (config.seed, task name, count, split, episode) only, so adding a task or
     a count to the config leaves every other episode unchanged.
     """
-    names = parse_list(config, "tasks", tasks.task_names())
-    counts = parse_list(config, "object_counts", tasks.OBJECT_COUNTS, int)
-    splits = parse_list(config, "splits", tasks.SPLITS)
+    names = parse_list(config.tasks, tasks.task_names(), "tasks")
+    counts = parse_list(config.object_counts, tasks.OBJECT_COUNTS, "object_counts", int)
+    splits = parse_list(config.splits, tasks.SPLITS, "splits")
     if int(config.num_episodes) < 1:
         raise ValueError(f"config.num_episodes: must be >= 1, got {config.num_episodes}")
     specs = []
@@ -321,9 +310,9 @@ def run(config, workdir: str) -> dict[str, Any]:
     specs = episode_specs(config)  # validates tasks, counts and splits before any work
     if config.belief not in BELIEFS:
         raise ValueError(f"config.belief: {config.belief!r} is not one of {', '.join(BELIEFS)}")
-    names = parse_list(config, "policies", POLICY_NAMES)
+    names = parse_list(config.policies, POLICY_NAMES, "policies")
     policies = {name: make_policy(name, max_replans=int(config.max_replans)) for name in names}
-    oracle_splits = (parse_list(config, "oracle_splits", tasks.SPLITS)
+    oracle_splits = (parse_list(config.oracle_splits, tasks.SPLITS, "oracle_splits")
                      if str(config.oracle_splits).strip() else [])
     planner.as_planner_config(config.planner)
     model, params, num_points, saved = load_model(config)
