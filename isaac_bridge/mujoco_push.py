@@ -100,7 +100,8 @@ def push(model, data, layout, scene: Scene, skill: Skill, paddle: Paddle,
     def paddle_position() -> np.ndarray:
         return parked + to_slides.T @ data.qpos[qpos]
 
-    # Nothing touches the parked paddle, so it can be moved to the start in one go.
+    # The parked paddle touches nothing, so it jumps to the start in one go (as the old mocap
+    # paddle did; an object standing exactly there would be overlapped and pushed out).
     data.qpos[qpos] = to_slides @ (start - parked)
     data.qvel[dofs] = 0.0
     command(start, np.zeros(3))
