@@ -1,4 +1,4 @@
-"""Transition datasets: random task skills executed in MuJoCo, per task and split, with reports.
+"""Transition datasets per task and split (isaac_bridge.datagen), with reports and figures.
 
 run(config, workdir, render) writes <workdir>/<task>/<split>/ (dataset shards + metadata.json,
 resumable), the measured train/OOD comparison distribution_shift.md, results.json and, when
@@ -8,162 +8,16 @@ render is set, figures/*.png. experiments/generate_data_main.py is its command l
 from __future__ import annotations
 
 import os
-import zlib
 
 import numpy as np
-from absl import logging
-from tqdm import tqdm
 
 from f2p import tasks
 from f2p.io import dataset, reporting
-from f2p.scene import (
-    CONTAINER,
-    FIXTURE,
-    K_MAX,
-    NUM_RELATIONS,
-    RELATION_NAMES,
-    Scene,
-    Skill,
-    Transition,
-)
+from f2p.io.config import parse_list
+from f2p.scene import CONTAINER, FIXTURE, RELATION_NAMES, take_row, transition_scene
 
 SHOWN_RELATIONS = ("above", "inside", "contact")
 """Relations listed in figures (the directional ones are too many to read)."""
-
-
-def parse_list(text: str, allowed, field: str) -> list[str]:
-    """Split a comma-separated config value and check every entry against `allowed`."""
-    values = [value.strip() for value in str(text).split(",") if value.strip()]
-    allowed = [str(a) for a in allowed]
-    bad = [value for value in values if value not in allowed]
-    if not values or bad:
-        raise ValueError(f"config.{field}: {text!r} must list some of {', '.join(allowed)}")
-    return values
-
-
-def shard_rng(seed: int, task: str, split: str, shard: int) -> np.random.Generator:
-    """Return the generator of one shard.
-
-    It is a fixed function of (seed, task, split, shard index), so a resumed run writes exactly
-    the shards an uninterrupted run would have written.
-    """
-    return np.random.default_rng([seed, zlib.crc32(task.encode()), tasks.SPLITS.index(split),
-                                  shard])
-
-
-def stack_rows(rows):
-    """Stack unbatched NamedTuples (Scene, Skill, Transition) into one batch of NumPy arrays."""
-    return type(rows[0])(*(np.stack(leaves) for leaves in zip(*rows, strict=True)))
-
-
-def take_row(batch, index: int):
-    """Return row `index` of a batched NamedTuple (Scene, Transition...) as NumPy values."""
-    return type(batch)(*(np.asarray(leaf)[index] for leaf in batch))
-
-
-def row_scene(row: Transition, after: bool = False) -> Scene:
-    """Return the true Scene before (or after) the skill of one unbatched Transition."""
-    return Scene(kind=row.kind, half_extents=row.half_extents,
-                 pos=row.pos_t1 if after else row.pos_t, yaw=row.yaw_t1 if after else row.yaw_t,
-                 mask=row.mask)
-
-
-def measure(task: tasks.Task, row: Transition) -> dict[str, bool]:
-    """Per-transition flags that tell the training from the OOD distribution."""
-    scene = row_scene(row)
-    skill = Skill(skill=row.skill, obj=row.obj, support=row.support, params=row.params)
-    return {"ood_situation": task.ood_situation(scene, skill),
-            **task.shift_statistics(scene, skill, row.relations_t, row.relations_t1, row.pos_t1)}
-
-
-def generate_shard(task: tasks.Task, split: str, index: int, config, simulator):
-    """Sample, execute and observe one shard; return (Transition batch, counts)."""
-    from isaac_bridge.perception import render_observation
-
-    rng = shard_rng(config.seed, task.name, split, index)
-    counts = [int(c) for c in parse_list(config.object_counts, tasks.OBJECT_COUNTS,
-                                          "object_counts")]
-    attempted = min(config.shard_size, config.num_transitions - index * config.shard_size)
-    scenes, skills = [], []
-    for _ in range(attempted):
-        scene = task.sample_scene(rng, int(rng.choice(counts)), split)
-        scenes.append(scene)
-        skills.append(task.sample_skill(rng, scene, split))
-    outcome = simulator.execute(stack_rows(scenes), stack_rows(skills),
-                                seed=int(rng.integers(2**31)))
-    rows, flag_counts = [], {}
-    for b in np.flatnonzero(np.asarray(outcome.ok)):
-        pre, post, skill = take_row(outcome.pre, b), take_row(outcome.post, b), skills[b]
-        observation = render_observation(pre, config.num_points, config.noise_level, rng)
-        row = Transition(
-            points_t=np.asarray(observation.points, np.float32),
-            mask=np.asarray(pre.mask, bool), kind=np.asarray(pre.kind, np.int32),
-            half_extents=np.asarray(pre.half_extents, np.float32),
-            skill=np.int32(skill.skill), obj=np.int32(skill.obj),
-            support=np.int32(skill.support), params=np.asarray(skill.params, np.float32),
-            relations_t=np.asarray(outcome.relations_pre[b], bool),
-            relations_t1=np.asarray(outcome.relations_post[b], bool),
-            pos_t=np.asarray(pre.pos, np.float32), pos_t1=np.asarray(post.pos, np.float32),
-            yaw_t=np.asarray(pre.yaw, np.float32), yaw_t1=np.asarray(post.yaw, np.float32))
-        rows.append(row)
-        for name, value in measure(task, row).items():
-            flag_counts[name] = flag_counts.get(name, 0) + int(value)
-    status = np.bincount(np.asarray(outcome.status), minlength=len(outcome.status_names))
-    shard_counts = {
-        "attempted": attempted, "kept": len(rows), "dropped": attempted - len(rows),
-        "status": {name: int(n) for name, n in zip(outcome.status_names, status, strict=True)},
-        "flags": flag_counts,
-    }
-    if rows:
-        return stack_rows(rows), shard_counts
-    empty = stack_rows([row_template(config.num_points)])
-    return Transition(*(leaf[:0] for leaf in empty)), shard_counts
-
-
-def row_template(num_points: int) -> Transition:
-    """Return a zero Transition row with the dataset's shapes and dtypes (for empty shards)."""
-    k, r = K_MAX, NUM_RELATIONS
-    return Transition(
-        points_t=np.zeros((k, num_points, 3), np.float32), mask=np.zeros(k, bool),
-        kind=np.zeros(k, np.int32), half_extents=np.zeros((k, 3), np.float32),
-        skill=np.int32(0), obj=np.int32(0), support=np.int32(0), params=np.zeros(2, np.float32),
-        relations_t=np.zeros((k, k, r), bool), relations_t1=np.zeros((k, k, r), bool),
-        pos_t=np.zeros((k, 3), np.float32), pos_t1=np.zeros((k, 3), np.float32),
-        yaw_t=np.zeros(k, np.float32), yaw_t1=np.zeros(k, np.float32))
-
-
-def dataset_config(config, task: str, split: str) -> dict:
-    """Return the config entries that fix a dataset's content (not how fast it is made)."""
-    keys = ("object_counts", "num_transitions", "shard_size", "num_points", "noise_level")
-    return {"task": task, "split": split, **{key: config[key] for key in keys}}
-
-
-def generate(task: tasks.Task, split: str, config, directory: str, simulator) -> dict:
-    """Write (or resume) the dataset of one (task, split); return its summary counts."""
-    if config.num_transitions < 1 or config.shard_size < 1:
-        raise ValueError("config.num_transitions and config.shard_size must be >= 1")
-    num_shards = -(-config.num_transitions // config.shard_size)
-    writer = dataset.DatasetWriter(directory, dataset_config(config, task.name, split),
-                                   config.seed, num_shards)
-    pending = writer.pending()
-    if len(pending) < num_shards:
-        logging.info("%s/%s: resuming, %d of %d shards already written", task.name, split,
-                     num_shards - len(pending), num_shards)
-    with tqdm(total=num_shards, initial=num_shards - len(pending), unit="shard",
-              desc=f"{task.name}/{split}") as progress:
-        for index in pending:
-            batch, counts = generate_shard(task, split, index, config, simulator)
-            writer.write_shard(index, batch, counts)
-            progress.set_postfix(kept=counts["kept"], dropped=counts["dropped"])
-            progress.update()
-    summary = {"attempted": 0, "kept": 0, "dropped": 0, "status": {}, "flags": {}}
-    for entry in writer.metadata["shards"].values():
-        for key in ("attempted", "kept", "dropped"):
-            summary[key] += entry[key]
-        for group in ("status", "flags"):
-            for name, value in entry[group].items():
-                summary[group][name] = summary[group].get(name, 0) + value
-    return writer.finish(summary)["summary"]
 
 
 def shift_table(summaries: dict) -> str:
@@ -207,7 +61,7 @@ def render_figures(task_name: str, split: str, directory: str, count: int, out_d
     colours = plt.get_cmap("tab10")
     for index in range(min(count, data.mask.shape[0])):
         row = take_row(data, index)
-        after = render_observation(row_scene(row, after=True), num_points, 0.0).points
+        after = render_observation(transition_scene(row, after=True), num_points, 0.0).points
         figure = plt.figure(figsize=(13, 5.5))
         # Same limits in both panels, so motion reads as motion (the cameras re-frame).
         seen = np.concatenate([row.points_t[row.mask], after[row.mask]]).reshape(-1, 3)
@@ -264,6 +118,7 @@ def run(config, workdir: str, render: bool = False) -> dict:
       paths, environment (versions, devices) and dataset_version.
 
     """
+    from isaac_bridge.datagen import generate
     from isaac_bridge.mujoco_backend import MujocoSimulator
 
     task_names = parse_list(config.tasks, tasks.task_names(), "tasks")

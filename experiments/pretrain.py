@@ -19,12 +19,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from experiments import generate_data
 from f2p import tasks, train
 from f2p.io import checkpoint, dataset, pretrained, reporting
+from f2p.io.config import parse_list
 from f2p.models import SkillEffectModel, pair_mask
 from f2p.models.losses import f1_from_counts
-from f2p.scene import CONTAINER, REL, RELATION_NAMES, Skill, Transition
+from f2p.scene import CONTAINER, REL, RELATION_NAMES, Transition, take_row, transition_skill
 
 ROLES = ("train", "id", "ood")
 """Datasets per task: training data, held-out in-distribution, held-out OOD."""
@@ -42,7 +42,7 @@ COLUMN_NOTES = (
 
 
 def generation_config(config, role: str) -> ml_collections.ConfigDict:
-    """The generate_data settings of one dataset role, from the `data` section."""
+    """The dataset generation settings (isaac_bridge.datagen) of one role, from `data`."""
     data = config.data
     if role not in ROLES:
         raise ValueError(f"role: {role!r} is not one of {', '.join(ROLES)}")
@@ -64,9 +64,10 @@ def dataset_directory(workdir: str, task_name: str, role: str, settings) -> str:
 
 def prepare_data(config, workdir: str) -> tuple[dict, dict]:
     """Generates (or reuses) every (task, role) dataset; returns (datasets, summaries)."""
-    from isaac_bridge.mujoco_backend import MujocoSimulator  # the simulator stays out of f2p
+    from isaac_bridge.datagen import generate  # MuJoCo and Open3D load only to make data
+    from isaac_bridge.mujoco_backend import MujocoSimulator
 
-    names = generate_data.parse_list(config.data.tasks, tasks.task_names(), "data.tasks")
+    names = parse_list(config.data.tasks, tasks.task_names(), "data.tasks")
     datasets, summaries = {}, {}
     with MujocoSimulator(num_workers=config.data.num_workers) as simulator:
         for name in names:
@@ -75,8 +76,8 @@ def prepare_data(config, workdir: str) -> tuple[dict, dict]:
                 settings = generation_config(config, role)
                 directory = dataset_directory(workdir, name, role, settings)
                 start = time.perf_counter()
-                summary = generate_data.generate(tasks.get_task(name), _ROLE_SPLIT[role],
-                                                 settings, directory, simulator)
+                summary = generate(tasks.get_task(name), _ROLE_SPLIT[role], settings,
+                                   directory, simulator)
                 datasets[name][role] = dataset.load_dataset(directory)
                 summaries[name][role] = {**summary, "directory": os.path.relpath(directory,
                                                                                  workdir)}
@@ -98,9 +99,9 @@ def predict_logits(model: SkillEffectModel, params, data: Transition, batch_size
     for start in range(0, rows, batch_size):
         # The last batch repeats its final row up to batch_size: one compiled shape.
         index = np.minimum(np.arange(start, start + batch_size), rows - 1)
-        batch = Transition(*(np.asarray(field)[index] for field in data))
-        skill = Skill(batch.skill, batch.obj, batch.support, batch.params)
-        output = model.apply(params, batch.points_t, batch.mask, batch.kind, skill,
+        batch = take_row(data, index)
+        output = model.apply(params, batch.points_t, batch.mask, batch.kind,
+                             transition_skill(batch),
                              batch.half_extents if model.config.use_half_extents else None)
         keep = min(batch_size, rows - start)
         logits_t.append(np.asarray(output.relation_logits)[:keep])
@@ -135,9 +136,8 @@ def measure_dataset(task: tasks.Task, data: Transition, logits_t, logits_t1,
     labels_t, labels_t1 = data.relations_t.astype(bool), data.relations_t1.astype(bool)
     pred_t, pred_t1 = logits_t > 0, logits_t1 > 0
     changed = (labels_t != labels_t1) & pairs[..., None]
-    rows = [Transition(*(np.asarray(field)[index] for field in data))
-            for index in range(data.mask.shape[0])]
-    situation = np.array([generate_data.measure(task, row)["ood_situation"] for row in rows])
+    rows = [take_row(data, index) for index in range(data.mask.shape[0])]
+    situation = np.array([task.measure(row)["ood_situation"] for row in rows])
     counts_t, counts_t1 = counts(pred_t, labels_t, pairs), counts(pred_t1, labels_t1, pairs)
     result = {
         "rows": len(rows),
@@ -307,8 +307,7 @@ def run(config, workdir: str, command: str | None = None) -> dict:
     Returns:
       The results written to results.json.
     """
-    key_relations = generate_data.parse_list(config.eval.key_relations, RELATION_NAMES,
-                                             "eval.key_relations")
+    key_relations = parse_list(config.eval.key_relations, RELATION_NAMES, "eval.key_relations")
     os.makedirs(workdir, exist_ok=True)
     start = time.perf_counter()
     datasets, summaries = prepare_data(config, workdir)

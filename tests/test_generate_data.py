@@ -7,7 +7,7 @@ import pytest
 from experiments import generate_data as generate
 from experiments.configs import generate_data
 from f2p.io import dataset
-from f2p.scene import K_MAX, NUM_RELATIONS, REL
+from f2p.scene import K_MAX, NUM_RELATIONS, REL, take_row
 from f2p.tasks import get_task
 
 
@@ -39,8 +39,7 @@ def test_tiny_config_writes_every_dataset_and_report(tiny_run):
             moved = np.linalg.norm(data.pos_t1 - data.pos_t, axis=-1).max(axis=-1)
             assert np.any(moved > 0.01)
             task = get_task(task_name)
-            flags = [generate.measure(task, generate.take_row(data, index))
-                     for index in range(kept)]
+            flags = [task.measure(take_row(data, index)) for index in range(kept)]
             counted = sum(flag["ood_situation"] for flag in flags)
             assert counted == summary["flags"]["ood_situation"]
             if split == "train":
@@ -105,3 +104,28 @@ def test_bad_config_values_are_rejected(tmp_path):
         generate.run(config, str(tmp_path))
     with pytest.raises(ValueError, match="variant"):
         generate_data.get_config("huge")
+
+
+def test_experiments_do_not_import_each_other():
+    """DESIGN section 2: what two experiments share is library code; a *_main.py imports only
+    its own experiment module (and configs)."""
+    import ast
+    import pathlib
+
+    folder = pathlib.Path(generate.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        own = path.stem.removesuffix("_main")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "experiments":
+                names = {alias.name for alias in node.names} - {"configs"}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "experiments.") and not node.module.startswith("experiments.configs"):
+                names = {node.module.split(".")[1]}
+            elif isinstance(node, ast.Import):
+                names = {alias.name.split(".")[1] for alias in node.names
+                         if alias.name.startswith("experiments.")
+                         and not alias.name.startswith("experiments.configs")}
+            else:
+                continue
+            assert names <= {own} and (own != path.stem or not names), (
+                f"{path.name} imports experiments {sorted(names)}")

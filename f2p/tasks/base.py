@@ -7,7 +7,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from f2p.scene import PICK_PLACE, PUSH, RELATION_NAMES, Scene, Skill, validate_scene
+from f2p.scene import (
+    PICK_PLACE,
+    PUSH,
+    RELATION_NAMES,
+    Scene,
+    Skill,
+    Transition,
+    transition_scene,
+    transition_skill,
+    validate_scene,
+)
 from f2p.tasks.layout import LayoutError, free_table_offset
 
 SPLITS = ("train", "ood")
@@ -169,6 +179,18 @@ class Task(abc.ABC):
         goal = self.goal(true_scene)
         holds = all(relations[i, j, r] for r, i, j in goal.must_hold)
         return bool(holds and not any(relations[i, j, r] for r, i, j in goal.must_not_hold))
+
+    def measure(self, transition: Transition) -> dict[str, bool]:
+        """Flags of one executed dataset row that tell the training from the OOD distribution.
+
+        Returns:
+          {"ood_situation": ood_situation(...)} plus shift_statistics(...), both read from the
+          row's true pre-skill scene, its skill, relations and post-skill positions.
+        """
+        scene, skill = transition_scene(transition), transition_skill(transition)
+        return {"ood_situation": self.ood_situation(scene, skill),
+                **self.shift_statistics(scene, skill, transition.relations_t,
+                                        transition.relations_t1, transition.pos_t1)}
 
     @abc.abstractmethod
     def _sample_scene(self, rng: np.random.Generator, num_movable: int, split: str) -> Scene:
