@@ -206,3 +206,39 @@ def test_finetune_with_replay_runs_and_updates(data):
         finetune(state, new_data, replay_data=data[0], replay_fraction=1.0, steps=3)
     with pytest.raises(ValueError, match="replay_data.points_t"):
         finetune(state, new_data, replay_data=data[0]._replace(points_t=np.zeros((2, 3))))
+
+
+def test_finetune_batches_mix_replay_rows_in_the_configured_share(data, monkeypatch):
+    import f2p.train as train_module
+
+    config = small_config()
+    state = create_train_state(config, K, P)
+    new_data, replay_data = synthetic_transitions(5, 3), data[0]
+    batches = []
+
+    def recording_step(state, batch):
+        batches.append(batch)
+        return train_step(state, batch)
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    finetune(state, new_data, replay_data=replay_data, replay_fraction=0.25, steps=4)
+    batch_size = config.finetune.batch_size
+    num_replay = int(round(0.25 * batch_size))
+    assert len(batches) == 4 and num_replay > 0
+
+    def source(row_points):  # which dataset a batch row came from
+        in_new = any(np.array_equal(row_points, p) for p in new_data.points_t)
+        in_replay = any(np.array_equal(row_points, p) for p in replay_data.points_t)
+        assert in_new != in_replay
+        return "replay" if in_replay else "new"
+
+    for batch in batches:
+        assert batch.points_t.shape[0] == batch_size
+        sources = [source(points) for points in batch.points_t]
+        assert sources.count("replay") == num_replay
+    replayed = {tuple(np.flatnonzero([np.array_equal(p, q) for q in replay_data.points_t]))
+                for batch in batches for p in batch.points_t[batch_size - num_replay:]}
+    assert len(replayed) > 1  # replay rows are drawn across the replay set, not one row
+    batches.clear()
+    finetune(state, new_data, steps=2)  # no replay data: every row is new
+    assert all(source(points) == "new" for batch in batches for points in batch.points_t)
