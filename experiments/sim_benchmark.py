@@ -20,7 +20,18 @@ import numpy as np
 from absl import logging
 
 from f2p.io import reporting
-from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, REL, Scene, Skill, make_scene
+from f2p.scene import (
+    CONTAINER,
+    FIXTURE,
+    ITEM,
+    PICK_PLACE,
+    REL,
+    Scene,
+    Skill,
+    make_scene,
+    stack_rows,
+    take_row,
+)
 from isaac_bridge import protocol
 from isaac_bridge.mjcf import wall_thickness
 from isaac_bridge.mujoco_backend import MujocoSimulator
@@ -73,17 +84,12 @@ def sample_case(rng: np.random.Generator, num_items: int, in_cup: int) -> tuple[
     return scene, skill
 
 
-def _stack(trees):
-    return type(trees[0])(*(np.stack(fields) for fields in zip(*trees, strict=True)))
-
-
 def render_scenes(scenes: Scene) -> list:
     """Render the noise-free Observation of every scene of a batch (the default observer)."""
     from isaac_bridge.perception import render_observation  # Open3D loads only when used
 
     batch = np.shape(scenes.mask)[0]
-    return [render_observation(Scene(*(np.asarray(field)[index] for field in scenes)))
-            for index in range(batch)]
+    return [render_observation(take_row(scenes, index)) for index in range(batch)]
 
 
 def load_observer(spec: str) -> Callable[[Scene], object] | None:
@@ -117,7 +123,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def batch(size):
         cases = [sample_case(rng, config.num_items, config.items_in_container)
                  for _ in range(size)]
-        return _stack([scene for scene, _ in cases]), _stack([skill for _, skill in cases])
+        return stack_rows([scene for scene, _ in cases]), stack_rows([skill for _, skill in cases])
 
     start = time.perf_counter()
     # Untimed warm-up: pool start, JAX compile of the labeller, Open3D initialisation.

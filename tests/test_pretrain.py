@@ -9,7 +9,7 @@ from experiments import pretrain
 from experiments.configs import pretrain as pretrain_config
 from f2p import tasks
 from f2p.io import checkpoint, dataset, pretrained
-from f2p.scene import K_MAX, NUM_RELATIONS, Skill
+from f2p.scene import K_MAX, NUM_RELATIONS, Transition, stack_rows, transition_skill
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +109,10 @@ def test_counts_of_hand_built_predictions():
     assert result[:, 1:3].sum() == 0
 
 
-def _executed_task_scenes(num_points: int):
-    """One settled training scene per task, its true pre-skill relations and observation."""
+def _executed_task_scenes(num_points: int) -> Transition:
+    """One labelled training transition per task (true relations and observed points at t)."""
+    from isaac_bridge.labelling import RenderSettings, label_batch
     from isaac_bridge.mujoco_backend import MujocoSimulator
-    from isaac_bridge.perception import render_observation
 
     rng = np.random.default_rng(0)
     scenes, skills = [], []
@@ -121,29 +121,26 @@ def _executed_task_scenes(num_points: int):
         scene = task.sample_scene(rng, 3, "train")
         scenes.append(scene)
         skills.append(task.sample_skill(rng, scene, "train"))
-    stack = lambda trees: type(trees[0])(*map(np.stack, zip(*trees, strict=True)))  # noqa: E731
     with MujocoSimulator(num_workers=1) as simulator:
-        outcome = simulator.execute(stack(scenes), stack(skills), seed=0)
-    assert outcome.ok.all()
-    pre = outcome.pre
-    points = np.stack([render_observation(type(pre)(*(f[b] for f in pre)), num_points).points
-                       for b in range(len(scenes))])
-    return pre, stack(skills), outcome.relations_pre, points
+        transitions, _, kept = label_batch(simulator, stack_rows(scenes), stack_rows(skills), 0,
+                                           RenderSettings(num_points=num_points))
+    assert kept.all()
+    return transitions
 
 
 def test_committed_base_checkpoint_loads_and_reads_true_relations():
     model, params, config = pretrained.load_base_model()
     assert config.data.tasks == "tabletop,transport,packing"
-    scenes, skills, relations, points = _executed_task_scenes(config.data.num_points)
-    output = model.apply(params, points, scenes.mask, scenes.kind, Skill(*skills),
-                         scenes.half_extents)
+    data = _executed_task_scenes(config.data.num_points)
+    output = model.apply(params, data.points_t, data.mask, data.kind, transition_skill(data),
+                         data.half_extents)
     logits = np.asarray(output.relation_logits)
     assert logits.shape == (3, K_MAX, K_MAX, NUM_RELATIONS)
-    valid = scenes.mask[:, :, None] & scenes.mask[:, None, :] & ~np.eye(K_MAX, dtype=bool)
+    valid = data.mask[:, :, None] & data.mask[:, None, :] & ~np.eye(K_MAX, dtype=bool)
     assert np.isfinite(logits[valid]).all()
     assert np.isfinite(np.asarray(output.next_relation_logits)[valid]).all()
     # A trained model reads the current relations of training scenes (chance is about 0.5).
-    agreement = ((logits > 0) == relations)[valid].mean()
+    agreement = ((logits > 0) == data.relations_t)[valid].mean()
     assert agreement > 0.95
 
 
