@@ -201,7 +201,8 @@ def take_row(batch: Rows, index) -> Rows:
 
     Args:
       batch: NamedTuple (NumPy or JAX arrays) with a leading batch axis on every field.
-      index: an int gives one unbatched row; an int array or a bool mask gives a sub-batch.
+      index: an int gives one unbatched row; a slice, an int array or a bool mask gives a
+        sub-batch.
 
     Returns:
       A NamedTuple of NumPy copies (never views: changing it leaves `batch` unchanged).

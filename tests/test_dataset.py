@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from f2p.io import dataset
-from f2p.scene import K_MAX, NUM_RELATIONS, Transition
+from f2p.scene import K_MAX, NUM_RELATIONS, Transition, take_row
 
 POINTS = 16
 
@@ -123,3 +123,15 @@ def test_malformed_batches_are_rejected(tmp_path):
         dataset.save_dataset(str(tmp_path), data._replace(skill=data.skill[:2]), {}, seed=0)
     with pytest.raises(ValueError, match="transitions.skill"):
         dataset.save_dataset(str(tmp_path), data._replace(skill=np.int32(0)), {}, seed=0)
+
+
+def test_a_shard_whose_items_were_all_dropped_round_trips(tmp_path):
+    # A shard where the simulator kept nothing: zero rows, the trailing shapes and dtypes kept.
+    data = random_transitions(3)
+    writer = dataset.DatasetWriter(str(tmp_path), {"task": "packing"}, seed=1, num_shards=3)
+    writer.write_shard(0, take_row(data, slice(0, 2)), {"kept": 2})
+    writer.write_shard(1, take_row(data, slice(2, 2)), {"kept": 0})
+    writer.write_shard(2, take_row(data, slice(2, 3)), {"kept": 1})
+    writer.finish({})
+    assert_same(dataset.load_dataset(str(tmp_path)), data)
+    assert dataset.read_metadata(str(tmp_path))["shards"]["1"]["size"] == 0

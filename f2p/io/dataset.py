@@ -10,7 +10,7 @@ from typing import IO, Any
 import numpy as np
 
 from f2p.io import reporting
-from f2p.scene import Transition
+from f2p.scene import Transition, take_row
 
 DATASET_VERSION = 1
 """Bumped whenever the shard layout or the Transition fields change."""
@@ -166,7 +166,7 @@ def save_dataset(directory: str, transitions: Transition, config: dict[str, Any]
     writer = DatasetWriter(directory, config, seed, num_shards)
     for index in writer.pending():
         rows = slice(index * shard_size, (index + 1) * shard_size)
-        writer.write_shard(index, Transition(*(np.asarray(f)[rows] for f in transitions)), {})
+        writer.write_shard(index, take_row(transitions, rows), {})
     return writer.finish({"transitions": size})
 
 
