@@ -27,7 +27,7 @@ from f2p.models.losses import (
     true_next_points,
 )
 from f2p.models.model import SkillEffectModel
-from f2p.scene import NUM_RELATIONS, Transition
+from f2p.scene import NUM_RELATIONS, Transition, take_row
 
 __all__ = [
     "FitResult", "LossWeights", "OptimizerSpec", "TrainState", "batch_indices",
@@ -196,10 +196,6 @@ def eval_step(state: TrainState, batch: Transition, example_weight: jax.Array
     return sums
 
 
-def _take(data: Transition, indices: np.ndarray) -> Transition:
-    return Transition(*(np.asarray(field)[indices] for field in data))
-
-
 def batch_indices(num_rows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Rows of batch `step`: epoch-wise shuffles, a pure function of (seed, step) for resuming."""
     if num_rows < batch_size:  # too few rows for an epoch: sample with replacement
@@ -220,7 +216,7 @@ def evaluate(state: TrainState, data: Transition, batch_size: int | None = None
         # The last batch is padded with repeated rows at weight 0: one compiled shape.
         indices = np.arange(start, start + batch_size)
         weight = (indices < rows).astype(np.float32)
-        sums = jax.device_get(eval_step(state, _take(data, np.minimum(indices, rows - 1)),
+        sums = jax.device_get(eval_step(state, take_row(data, np.minimum(indices, rows - 1)),
                                         weight))
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
     weight = float(totals.pop("weight"))
@@ -279,7 +275,7 @@ def fit(config: ml_collections.ConfigDict, train_data: Transition,
     history, train_metrics, eval_metrics = [], {}, None
     interval_start, interval_step = time.perf_counter(), start
     for step in range(start, train.num_steps):
-        batch = _take(train_data, batch_indices(rows, train.batch_size, train.seed, step))
+        batch = take_row(train_data, batch_indices(rows, train.batch_size, train.seed, step))
         state, metrics = train_step(state, batch)
         history.append(metrics)
         done = step + 1
@@ -352,9 +348,9 @@ def finetune(state: TrainState, new_data: Transition, replay_data: Transition | 
                           opt_state=jax.jit(optimizer.build().init)(state.params))
     history, interval_start = [], time.perf_counter()
     for step in range(steps):
-        batch = _take(new_data, batch_indices(rows, num_new, settings.seed, step))
+        batch = take_row(new_data, batch_indices(rows, num_new, settings.seed, step))
         if num_replay:
-            replay = _take(replay_data, batch_indices(replay_rows, num_replay,
+            replay = take_row(replay_data, batch_indices(replay_rows, num_replay,
                                                       settings.seed + 1, step))
             batch = Transition(*(np.concatenate(pair) for pair in zip(batch, replay, strict=True)))
         state, metrics = train_step(state, batch)
