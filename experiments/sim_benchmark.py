@@ -32,7 +32,7 @@ from f2p.scene import (
     stack_rows,
     take_row,
 )
-from isaac_bridge import protocol
+from f2p.world import STATUS_NAMES
 from isaac_bridge.mjcf import wall_thickness
 from isaac_bridge.mujoco_backend import MujocoSimulator
 
@@ -134,7 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     simulator.cpu_seconds = 0.0
     sim_time = sim_cpu = render_time = render_cpu = 0.0
     done = 0
-    status_counts = np.zeros(len(protocol.STATUS_NAMES), np.int64)
+    status_counts = np.zeros(len(STATUS_NAMES), np.int64)
     into_cup = into_cup_inside = 0
     while done < config.num_scenes:
         size = min(config.batch_size, config.num_scenes - done)
@@ -148,7 +148,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             observer(outcome.post)
             render_time += time.perf_counter() - wall
             render_cpu += time.process_time() - cpu
-        status_counts += np.bincount(outcome.status, minlength=len(protocol.STATUS_NAMES))
+        status_counts += np.bincount(outcome.status, minlength=len(STATUS_NAMES))
         to_cup = np.asarray(skills.support) == 1
         inside = outcome.relations_post[np.arange(size), skills.obj, 1, REL["inside"]]
         into_cup += int(to_cup.sum())
@@ -180,7 +180,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "render_cpu_ms_per_scene": 1e3 * render_cpu / done if rendered else None,
         "end_to_end_per_second": done / (sim_time + render_time),
         "warmup_seconds": warmup,
-        "status_counts": dict(zip(protocol.STATUS_NAMES, status_counts.tolist(), strict=True)),
+        "status_counts": dict(zip(STATUS_NAMES, status_counts.tolist(), strict=True)),
         "into_cup_placements": into_cup,
         "into_cup_inside_rate": into_cup_inside / into_cup if into_cup else None,
     }

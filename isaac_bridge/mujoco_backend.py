@@ -11,6 +11,7 @@ import weakref
 import numpy as np
 
 from f2p.scene import Scene, Skill, validate_scene, validate_skill
+from f2p.world import DIVERGED, INVALID_INPUT, OK, SIM_ERROR, USABLE_STATUSES, Outcome
 from isaac_bridge import protocol
 from isaac_bridge.mujoco_item import ItemResult, simulate_chunk
 from isaac_bridge.mujoco_skills import ExecutionSettings
@@ -65,7 +66,7 @@ def _validate_item(scene: Scene, skill: Skill | None) -> str | None:
 
 
 class MujocoSimulator:
-    """Executes (or only settles) batches of scenes in MuJoCo (implements protocol.Simulator).
+    """Executes (or only settles) batches of scenes in MuJoCo (implements Simulator).
 
     Each item builds its own model, settles it, runs the skill with a kinematic gripper or
     paddle, settles again and reads poses and contacts back. Relations are labelled in this
@@ -166,8 +167,8 @@ class MujocoSimulator:
             self.close()  # a broken pool cannot be reused; the next batch starts a fresh one
         return results
 
-    def execute(self, scenes: Scene, skills: Skill, seed: int = 0) -> protocol.Outcome:
-        """Execute skills[b] in scenes[b] for every b (see protocol.Simulator.execute).
+    def execute(self, scenes: Scene, skills: Skill, seed: int = 0) -> Outcome:
+        """Execute skills[b] in scenes[b] for every b (see Simulator.execute).
 
         Items that fail validation get INVALID_INPUT and items whose simulation raises get
         SIM_ERROR; for those (and DIVERGED ones) pre and post are the input scene and the
@@ -181,8 +182,8 @@ class MujocoSimulator:
         _check_batch(scenes, skills)
         return self._simulate(scenes, skills, seed)
 
-    def settle(self, scenes: Scene, seed: int = 0) -> protocol.Outcome:
-        """Let every scene come to rest, executing no skill (see protocol.Simulator.settle).
+    def settle(self, scenes: Scene, seed: int = 0) -> Outcome:
+        """Let every scene come to rest, executing no skill (see Simulator.settle).
 
         pre is each scene as simulated (after PhysicsParams noise, before any step) with its
         contacts, post the settled state; statuses and flags are as in `execute`.
@@ -195,10 +196,10 @@ class MujocoSimulator:
         _check_batch(scenes, None)
         return self._simulate(scenes, None, seed)
 
-    def _simulate(self, scenes: Scene, skills: Skill | None, seed: int) -> protocol.Outcome:
+    def _simulate(self, scenes: Scene, skills: Skill | None, seed: int) -> Outcome:
         """Simulate a checked batch; skills None only settles every scene."""
         batch, k = scenes.kind.shape
-        status = np.full(batch, protocol.OK, np.int32)
+        status = np.full(batch, OK, np.int32)
         items, indices = [], []
         for index in range(batch):
             scene = _item(scenes, index)
@@ -206,7 +207,7 @@ class MujocoSimulator:
             error = _validate_item(scene, skill)
             if error is not None:
                 _LOG.info("item %d: invalid input: %s", index, error)
-                status[index] = protocol.INVALID_INPUT
+                status[index] = INVALID_INPUT
                 continue
             items.append((scene, skill, item_seed(seed, index)))
             indices.append(index)
@@ -219,11 +220,11 @@ class MujocoSimulator:
         fell = np.zeros((batch, k), bool)
         for index, result in zip(indices, self._run(items), strict=True):
             if result is None:
-                status[index] = protocol.SIM_ERROR
+                status[index] = SIM_ERROR
                 continue
             status[index] = result.status
             self.cpu_seconds += result.cpu_seconds
-            if result.status == protocol.DIVERGED:
+            if result.status == DIVERGED:
                 continue
             half_extents[index] = result.half_extents
             pre_pos[index], pre_yaw[index] = result.pre_pos, result.pre_yaw
@@ -232,9 +233,9 @@ class MujocoSimulator:
             fell[index] = result.fell
         pre = scenes._replace(half_extents=half_extents, pos=pre_pos, yaw=pre_yaw)
         post = scenes._replace(half_extents=half_extents.copy(), pos=post_pos, yaw=post_yaw)
-        labelled = ~np.isin(status, (protocol.INVALID_INPUT, protocol.SIM_ERROR,
-                                     protocol.DIVERGED))
-        return protocol.Outcome(
+        labelled = ~np.isin(status, (INVALID_INPUT, SIM_ERROR,
+                                     DIVERGED))
+        return Outcome(
             pre=pre,
             post=post,
             contact_pre=contact_pre,
@@ -242,7 +243,7 @@ class MujocoSimulator:
             relations_pre=_relations(pre, contact_pre, labelled),
             relations_post=_relations(post, contact_post, labelled),
             fell=fell,
-            ok=np.isin(status, protocol.USABLE_STATUSES),
+            ok=np.isin(status, USABLE_STATUSES),
             status=status,
         )
 

@@ -10,6 +10,7 @@ import mujoco
 import numpy as np
 
 from f2p.scene import CONTAINER, FIXTURE, PICK_PLACE, PUSH, Scene, Skill
+from f2p.world import DIVERGED, FELL, INTERPENETRATION, OK, TIPPED
 from isaac_bridge import protocol
 from isaac_bridge.mjcf import CONTACT_TOLERANCE, ModelLayout, build_model
 from isaac_bridge.mujoco_push import paddle_for, push
@@ -185,13 +186,13 @@ def judge(start: Scene, settled: Scene, skill: Skill | None, final: BodyState,
     cos_tilt = final.z_row[:, 2]
     upright = np.where(start.kind == CONTAINER, cos_tilt, np.abs(cos_tilt))
     tipped = movable & ~fell & (upright < np.cos(settings.tilt_tolerance))
-    status = protocol.OK
+    status = OK
     if final.penetration > settings.penetration_tolerance:
-        status = protocol.INTERPENETRATION
+        status = INTERPENETRATION
     elif tipped.any():
-        status = protocol.TIPPED
+        status = TIPPED
     elif fell.any():
-        status = protocol.FELL
+        status = FELL
     return fell, status
 
 
@@ -217,10 +218,10 @@ def simulate_item(scene: Scene, skill: Skill | None, seed: int,
     data = mujoco.MjData(model)
     empty = np.zeros((k, k), bool)
     result = ItemResult(scene.half_extents, scene.pos, scene.yaw, scene.pos, scene.yaw, empty,
-                        empty, np.zeros(k, bool), protocol.OK)
+                        empty, np.zeros(k, bool), OK)
     initial = read_state(model, data, layout, CONTACT_TOLERANCE)
     if initial.penetration > settings.overlap_tolerance:
-        return result._replace(status=protocol.INTERPENETRATION)
+        return result._replace(status=INTERPENETRATION)
     if skill is None:
         result = result._replace(contact_pre=initial.contact)
     settled = scene
@@ -236,7 +237,7 @@ def simulate_item(scene: Scene, skill: Skill | None, seed: int,
                 push(model, data, layout, settled, skill, paddle, settings)
             settle(model, data, settings)
     except Diverged:
-        return result._replace(status=protocol.DIVERGED)
+        return result._replace(status=DIVERGED)
     final = read_state(model, data, layout, CONTACT_TOLERANCE)
     fell, status = judge(scene, settled, skill, final, settings)
     return result._replace(post_pos=final.pos, post_yaw=final.yaw, contact_post=final.contact,

@@ -1,25 +1,8 @@
-"""The bridge side of the core contracts: nominal physics, plus f2p.world's names re-exported."""
+"""Nominal physics of the simulated worlds (the contracts they serve live in f2p.world)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
-
-# The contracts live in the core (f2p.world) so that f2p can name them; backends import them
-# from here or from f2p.world alike.
-from f2p.world import (  # noqa: F401
-    DIVERGED,
-    FELL,
-    INTERPENETRATION,
-    INVALID_INPUT,
-    OK,
-    SIM_ERROR,
-    STATUS_NAMES,
-    TIPPED,
-    USABLE_STATUSES,
-    Observation,
-    Outcome,
-    Simulator,
-)
 
 
 class PhysicsParams(NamedTuple):

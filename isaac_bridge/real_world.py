@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from f2p.scene import FIXTURE, Scene, Skill, stack_rows, take_row, validate_skill
-from f2p.world import WorldSnapshot
+from f2p.world import DIVERGED, INVALID_INPUT, SIM_ERROR, STATUS_NAMES, Outcome, WorldSnapshot
 from isaac_bridge import protocol
 from isaac_bridge.mujoco_backend import MujocoSimulator
 from isaac_bridge.perception import (
@@ -122,12 +122,12 @@ class RealWorld:
         return int(self._sim_seeds.spawn(1)[0].generate_state(1)[0])
 
     @staticmethod
-    def _checked(outcome: protocol.Outcome) -> protocol.Outcome:
+    def _checked(outcome: Outcome) -> Outcome:
         """Return the outcome of one item, or raise when its state is unusable."""
         status = int(outcome.status[0])
-        if status in (protocol.INVALID_INPUT, protocol.DIVERGED, protocol.SIM_ERROR):
+        if status in (INVALID_INPUT, DIVERGED, SIM_ERROR):
             raise RuntimeError(f"real world: the simulator returned status "
-                               f"{protocol.STATUS_NAMES[status]!r}; the state is unusable")
+                               f"{STATUS_NAMES[status]!r}; the state is unusable")
         return outcome
 
     # Agent-facing interface ----------------------------------------------------------------
@@ -230,7 +230,7 @@ class RealWorld:
 
     def true_status(self) -> str:
         """Return the simulator status of the last settling or skill ("ok", "fell", "tipped"...)."""
-        return protocol.STATUS_NAMES[self._status]
+        return STATUS_NAMES[self._status]
 
     def true_physics(self) -> protocol.PhysicsParams:
         """Return the hidden physics the world was drawn with; for scoring and analysis only."""

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PUSH, REL, Skill, make_scene
-from isaac_bridge import protocol
+from f2p.world import OK
 from isaac_bridge.mjcf import CONTACT_TOLERANCE
 from isaac_bridge.mujoco_backend import MujocoSimulator
 
@@ -103,7 +103,7 @@ def test_pushes_into_a_blocked_neighbour_end_in_contact_in_every_direction(local
     # 2 to 4 mm there and the final settle sprang 6 of these 13 pushes out of contact.
     scenes, skills = zip(*(_blocked_chain(theta) for theta in PUSH_ANGLES), strict=True)
     outcome = local.execute(_stack(scenes), _stack(skills))
-    assert outcome.status.tolist() == [protocol.OK] * len(PUSH_ANGLES)
+    assert outcome.status.tolist() == [OK] * len(PUSH_ANGLES)
     assert outcome.contact_post[:, 0, 1].all() and outcome.contact_post[:, 1, 2].all()
     assert outcome.relations_post[:, 0, 1, REL["contact"]].all()
     directions = np.stack([np.cos(PUSH_ANGLES), np.sin(PUSH_ANGLES)], axis=1)
@@ -130,7 +130,7 @@ def test_a_heavy_block_is_not_shoved_by_the_force_limited_paddle(local):
     pairs.append((light, _push(0, (0.1, 0.0))))
     scenes, skills = zip(*pairs, strict=True)
     outcome = local.execute(_stack(scenes), _stack(skills))
-    assert outcome.status.tolist() == [protocol.OK] * len(pairs)
+    assert outcome.status.tolist() == [OK] * len(pairs)
     # Under 10 N the block only creeps as MuJoCo's soft friction allows (about 0.5 mm/s) for
     # the fraction of a second the paddle presses: 0.2 mm here; the old paddle shoved it 4 to
     # 15 mm. 1 mm leaves room for other timesteps and MuJoCo versions.

@@ -16,8 +16,16 @@ from f2p.scene import (
     take_row,
     transition_scene,
 )
-from f2p.world import STATUS_NAMES, Simulator
-from isaac_bridge import protocol
+from f2p.world import (
+    DIVERGED,
+    FELL,
+    OK,
+    SIM_ERROR,
+    STATUS_NAMES,
+    TIPPED,
+    USABLE_STATUSES,
+    Simulator,
+)
 from isaac_bridge.labelling import RenderSettings, label_batch
 from isaac_bridge.mujoco_backend import MujocoSimulator
 from isaac_bridge.perception import render_observation
@@ -123,11 +131,11 @@ class _Relabelled:
     def execute(self, scenes, skills, seed=0):
         outcome = self.simulator.execute(scenes, skills, seed)
         return outcome._replace(status=self.statuses,
-                                ok=np.isin(self.statuses, protocol.USABLE_STATUSES))
+                                ok=np.isin(self.statuses, USABLE_STATUSES))
 
 
 def test_every_status_outside_the_usable_ones_is_dropped_and_counted(simulator):
-    codes = [protocol.OK, protocol.FELL, protocol.TIPPED, protocol.DIVERGED, protocol.SIM_ERROR]
+    codes = [OK, FELL, TIPPED, DIVERGED, SIM_ERROR]
     pairs = [(TWO, _skill(PUSH, 1 + index % 2, -1, 0.08, 0.0)) for index in range(len(codes))]
     relabelled = _Relabelled(simulator, codes)
     assert isinstance(relabelled, Simulator)

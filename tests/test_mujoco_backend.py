@@ -7,6 +7,16 @@ import numpy as np
 import pytest
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Scene, Skill, make_scene
+from f2p.world import (
+    FELL,
+    INTERPENETRATION,
+    INVALID_INPUT,
+    OK,
+    SIM_ERROR,
+    STATUS_NAMES,
+    TIPPED,
+    Simulator,
+)
 from isaac_bridge import mjcf, protocol
 from isaac_bridge.mujoco_backend import MujocoSimulator, item_seed
 from isaac_bridge.mujoco_item import simulate_chunk
@@ -70,7 +80,7 @@ def test_container_model_is_a_floor_and_four_walls():
 
 def test_item_placed_into_container_ends_inside(local):
     outcome = _run(local, [(EMPTY_CUP, _skill(PICK_PLACE, 2, 1, 0.0, 0.0))])
-    assert outcome.status.tolist() == [protocol.OK] and outcome.ok.all()
+    assert outcome.status.tolist() == [OK] and outcome.ok.all()
     assert not outcome.relations_pre[0, 2, 1, REL["inside"]]
     assert outcome.relations_post[0, 2, 1, REL["inside"]]
     assert outcome.contact_post[0, 2, 1] and outcome.contact_post[0, 1, 2]
@@ -81,7 +91,7 @@ def test_item_placed_into_container_ends_inside(local):
 
 def test_moving_a_loaded_container_carries_its_contents(local):
     outcome = _run(local, [(LOADED_CUP, _skill(PICK_PLACE, 1, 0, -0.2, -0.25))])
-    assert outcome.ok.all(), protocol.STATUS_NAMES[outcome.status[0]]
+    assert outcome.ok.all(), STATUS_NAMES[outcome.status[0]]
     assert outcome.relations_pre[0, 2, 1, REL["inside"]]
     assert outcome.relations_post[0, 2, 1, REL["inside"]]
     np.testing.assert_allclose(outcome.post.pos[0, 1, :2], [-0.2, -0.25], atol=0.01)
@@ -92,7 +102,7 @@ def test_moving_a_loaded_container_carries_its_contents(local):
 
 def test_item_placed_beyond_the_table_edge_falls(local):
     outcome = _run(local, [(EMPTY_CUP, _skill(PICK_PLACE, 2, 0, 0.48, 0.0))])
-    assert outcome.status.tolist() == [protocol.FELL] and outcome.ok.all()
+    assert outcome.status.tolist() == [FELL] and outcome.ok.all()
     assert outcome.fell[0].tolist() == [False, False, True, False] + [False] * 4
     assert outcome.post.pos[0, 2, 2] < 0.1  # on the floor, far below the table top (0.40)
     assert not outcome.contact_post[0, 2, 0]
@@ -105,7 +115,7 @@ def test_push_into_a_blocked_neighbour_stops_with_contact(local):
     free = _scene([(ITEM, CUBE, (0.0, 0.0, CUBE_Z)), (ITEM, CUBE, (0.0, 0.3, CUBE_Z))])
     outcome = _run(local, [(scene, _skill(PUSH, 1, -1, 0.15, 0.0)),
                            (free, _skill(PUSH, 1, -1, 0.15, 0.0))])
-    assert outcome.status.tolist() == [protocol.OK, protocol.OK]
+    assert outcome.status.tolist() == [OK, OK]
     blocked_moved = outcome.post.pos[0, 1, 0] - outcome.pre.pos[0, 1, 0]
     assert blocked_moved < 0.02  # commanded 0.15
     assert outcome.contact_post[0, 1, 2] and outcome.relations_post[0, 1, 2, REL["contact"]]
@@ -179,8 +189,8 @@ def test_bad_items_are_flagged_and_the_rest_of_the_batch_is_fine(pooled, local):
              good]
     outcome = _run(pooled, batch)
     assert outcome.status.tolist() == [
-        protocol.OK, protocol.INVALID_INPUT, protocol.INVALID_INPUT, protocol.INVALID_INPUT,
-        protocol.INTERPENETRATION, protocol.INVALID_INPUT, protocol.SIM_ERROR, protocol.OK]
+        OK, INVALID_INPUT, INVALID_INPUT, INVALID_INPUT,
+        INTERPENETRATION, INVALID_INPUT, SIM_ERROR, OK]
     assert outcome.ok.tolist() == [True] + [False] * 6 + [True]
     for index in (1, 2, 3, 5, 6):  # nothing simulated: no contacts, no relations
         assert not outcome.relations_post[index].any() and not outcome.contact_post[index].any()
@@ -214,9 +224,9 @@ def test_a_crashed_worker_flags_its_items_sim_error_and_the_pool_recovers(local)
     expected = _run(local, batch, seed=5)
     with _CrashingSimulator(num_workers=2) as simulator:
         crashed = _run(simulator, batch, seed=5)
-        assert crashed.status[2] == protocol.SIM_ERROR
+        assert crashed.status[2] == SIM_ERROR
         # The broken pool loses the chunks that had not come back yet; the others are intact.
-        lost = crashed.status == protocol.SIM_ERROR
+        lost = crashed.status == SIM_ERROR
         assert not crashed.ok[lost].any()
         assert not crashed.relations_post[lost].any() and not crashed.contact_post[lost].any()
         np.testing.assert_array_equal(crashed.status[~lost], expected.status[~lost])
@@ -239,7 +249,7 @@ def test_malformed_batches_and_settings_raise():
             _stack([EMPTY_CUP]), _stack([_skill(PUSH, 1, -1, 0.1, 0.0)] * 2))
     with pytest.raises(ValueError, match="start_method"):
         MujocoSimulator(start_method="fork")
-    assert isinstance(MujocoSimulator(num_workers=0), protocol.Simulator)
+    assert isinstance(MujocoSimulator(num_workers=0), Simulator)
     assert isinstance(Scene(*EMPTY_CUP), Scene)
 
 
@@ -270,7 +280,7 @@ def test_objects_on_the_ground_plane_have_not_fallen(local):
         (LOADED_ON_B, _skill(PICK_PLACE, 1, 3, 0.0, 0.0)),  # a loaded cup down onto a board
         (ON_GROUND, _skill(PICK_PLACE, 2, 0, 0.3, 0.0)),  # beyond table B's edge (x 0.35..0.75)
     ])
-    assert outcome.status.tolist() == [protocol.OK, protocol.OK, protocol.OK, protocol.FELL]
+    assert outcome.status.tolist() == [OK, OK, OK, FELL]
     assert not outcome.fell[:3].any()
     np.testing.assert_allclose(outcome.post.pos[0, 2, 0] - outcome.pre.pos[0, 2, 0], 0.1,
                                atol=0.01)
@@ -284,7 +294,7 @@ def test_objects_on_the_ground_plane_have_not_fallen(local):
 
 def test_an_object_tipped_over_on_the_ground_is_tipped_not_fallen(local):
     outcome = _run(local, [(ON_GROUND, _skill(PUSH, 4, -1, 0.15, 0.0))])
-    assert outcome.status.tolist() == [protocol.TIPPED] and not outcome.ok.any()
+    assert outcome.status.tolist() == [TIPPED] and not outcome.ok.any()
     assert not outcome.fell.any()
     assert outcome.post.pos[0, 4, 2] < 0.02  # lying flat: its centre is a half thickness high
 
@@ -296,7 +306,7 @@ def test_settle_drops_objects_onto_their_supports(local, pooled):
     scenes = _stack([LOADED_CUP._replace(pos=low), LOADED_CUP._replace(pos=high)])
     for simulator in (local, pooled):
         outcome = simulator.settle(scenes, seed=3)
-        assert outcome.status.tolist() == [protocol.OK, protocol.FELL]
+        assert outcome.status.tolist() == [OK, FELL]
         assert outcome.fell[:, 3].tolist() == [False, True] and outcome.fell[:, :3].sum() == 0
         # pre is the scene as given, post the settled one.
         np.testing.assert_allclose(outcome.pre.pos, scenes.pos, atol=1e-6)
@@ -307,7 +317,7 @@ def test_settle_drops_objects_onto_their_supports(local, pooled):
         local.settle(LOADED_CUP)
     nan_pose = LOADED_CUP._replace(pos=LOADED_CUP.pos.copy())
     nan_pose.pos[2, 0] = np.nan
-    assert local.settle(_stack([nan_pose])).status.tolist() == [protocol.INVALID_INPUT]
+    assert local.settle(_stack([nan_pose])).status.tolist() == [INVALID_INPUT]
 
 
 def test_real_world_starts_from_settle_not_from_a_skill(monkeypatch):
