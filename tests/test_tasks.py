@@ -111,6 +111,45 @@ def test_containers_are_loaded_only_in_ood_scenes(name):
             assert inside.any() == expected  # the relation module agrees with the layout
 
 
+def test_tabletop_ood_has_one_stray_more_than_cups_lying_in_a_cup():
+    task = get_task("tabletop")
+    for split in SPLITS:
+        for scene, _ in samples("tabletop", split):
+            cups, items = task._slots(scene)
+            goal = task.goal(scene)
+            stray_rules = [t for t in goal.must_not_hold if t[0] == REL["inside"]]
+            if split == "train":  # one spare cup, every item loose, no stray
+                assert len(cups) == len(items) + 1 and not stray_rules
+                assert not any(layout.is_inside(scene, i, c) for i in items for c in cups)
+                continue
+            assert len(items) == len(cups) + 1
+            stray = items[-1]
+            assert [i for i in items if any(layout.is_inside(scene, i, c) for c in cups)] == [stray]
+            assert sorted(stray_rules) == [(REL["inside"], stray, c) for c in cups]
+            assert len(goal.must_hold) == 2 * len(cups) + len(cups) - 1  # in, on B, row
+
+
+def test_tabletop_skeletons_sort_first_or_fill_only_loose_items():
+    task = get_task("tabletop")
+    for split in SPLITS:
+        for scene, _ in samples("tabletop", split, count=15):
+            cups, items = task._slots(scene)
+            pairs = list(zip(items, cups, strict=False))
+            items_first, cups_first, cups_only = task.skeletons(scene)
+            row = [(PICK_PLACE, c, 0) for c in cups]
+            as_args = [[(s.skill, s.obj, s.support) for s in k]
+                       for k in (items_first, cups_first, cups_only)]
+            loose = [(PICK_PLACE, i, c) for i, c in pairs]  # OOD: only the stray is in a cup
+            if split == "train":
+                assert as_args == [loose + row, row + loose, row]
+                continue
+            stray = items[-1]
+            assert as_args == [[(PICK_PLACE, stray, 0)] + loose + row, row + loose, row]
+            aside = items_first[0]
+            for other in cups_first[:len(cups)]:  # the stray's strip is clear of every lane
+                assert aside.high[0] + 0.031 < other.low[0] - 0.065
+
+
 def test_transport_bag_goes_off_the_edge_only_in_ood():
     task = get_task("transport")
     for split, expected in (("train", False), ("ood", True)):
@@ -221,6 +260,26 @@ def test_tabletop_success_on_solved_and_unsolved_scenes():
     assert not _success("tabletop", swapped, pairs)
 
 
+def test_tabletop_stray_must_end_in_no_cup():
+    # One cup on table B with its item 2 inside; item 3 is a stray (one item more than cups).
+    cup, item = (0.047, 0.047, 0.04), (0.015, 0.015, 0.025)
+    floor = 0.10 + layout.MAX_CONTAINER_WALL
+    solved = make_scene([FIXTURE, CONTAINER, ITEM, ITEM], [(0.20, 0.25, 0.05), cup, item, item],
+                        [(0.55, 0.35, 0.05), (0.55, 0.35, 0.14), (0.55, 0.35, floor + 0.025),
+                         (0.41, 0.35, 0.125)])
+    assert _success("tabletop", solved, [(0, 1), (1, 2), (0, 3)])
+    carried = solved._replace(pos=solved.pos.copy())
+    carried.pos[3] = (0.55, 0.37, floor + 0.025)  # the stray came along in the cup
+    carried.pos[2] = (0.55, 0.36, floor + 0.075)  # and item 2 landed on top of it
+    assert not _success("tabletop", carried, [(0, 1), (1, 2), (1, 3), (2, 3)])
+    beside = solved._replace(pos=solved.pos.copy())
+    beside.pos[2] = (0.55, 0.33, floor + 0.025)  # both on the cup's floor: only the stray's
+    beside.pos[3] = (0.55, 0.368, floor + 0.025)  # rule is broken
+    relations = np.asarray(hard_relations(beside, _contacts(beside, [(0, 1), (1, 2), (1, 3)])))
+    assert relations[2, 1, REL["inside"]] and relations[3, 1, REL["inside"]]
+    assert not get_task("tabletop").is_success(beside, relations)
+
+
 def test_transport_success_on_solved_and_unsolved_scenes():
     bag = (0.1, 0.07, 0.045)
     item = (0.015, 0.015, 0.02)
@@ -290,6 +349,22 @@ def test_skeletons_solve_the_tasks_in_mujoco():
                 target = (0.0, step.high[1] - 0.005)  # the free +y end
                 scene, relations = _run_plan(simulator, scene, [(step, target)])
         assert task.is_success(scene, relations)
+
+
+def test_tabletop_ood_cups_first_carries_the_stray_and_items_first_works_in_mujoco():
+    """The physical OOD failure: moving the loaded cup first takes the stray along."""
+    from isaac_bridge.mujoco_backend import MujocoSimulator
+
+    task = get_task("tabletop")
+    scene = task.sample_scene(np.random.default_rng(4), 3, "ood")
+    items_first, cups_first, _ = task.skeletons(scene)
+    (cup,), (_, stray) = task._slots(scene)
+    with MujocoSimulator(num_workers=1) as simulator:
+        final, relations = _run_plan(simulator, scene, [(s, _middle(s)) for s in cups_first])
+        assert relations[stray, cup, REL["inside"]]  # it rode along to table B
+        assert not task.is_success(final, relations)
+        assert task.is_success(*_run_plan(simulator, scene,
+                                          [(s, _middle(s)) for s in items_first]))
 
 
 def test_transport_skeletons_place_directly_and_carry_to_the_near_edge():

@@ -28,28 +28,43 @@ MOVE_LOADED_PROB = 0.7
 """OOD skill distribution: chance of moving a loaded cup (its contents ride along)."""
 CARRIED_DISTANCE = 0.03
 """A content object counts as carried when it moved this far in xy (metres)."""
+FILL_JITTER = 0.006
+"""Half width (metres) of the box of offsets that put an item into its cup, around the centre."""
+ASIDE_DX = (-0.16, -0.13)
+"""dx range (from table B's centre) of the strip in front of the row where strays are put down:
+clear of the cups, whose row lanes stay within dx +-0.02 plus a footprint of at most 0.065."""
 
 
-def num_cups(num_movable: int) -> int:
-    """Return the cups per scene: 2, 3, 4 for 3, 5, 7 movables (one cup always stays empty)."""
-    return (num_movable + 1) // 2
+def num_cups(num_movable: int, split: str = "train") -> int:
+    """Return the cups per scene.
+
+    Train: 2, 3, 4 cups for 3, 5, 7 movables, so one cup always stays empty. OOD: 1, 2, 3, so
+    there is one item more than cups: a stray that belongs in no cup.
+    """
+    return (num_movable + 1) // 2 if split == "train" else (num_movable - 1) // 2
 
 
 class TabletopTask(Task):
     """Cups (containers) and small items start on table A (the ground, right of the robot).
 
     Goal: item k inside cup k, and every cup on table B (slot 0) in a row along +y: cup c + 1
-    left of cup c, not in front of or behind it. Slots: 0 table B, 1..C cups, C+1..n items.
-    Training scenes never hold an item in a cup, so the base model never sees a loaded cup
-    move; OOD scenes start with at least one item in its cup and their skills mostly move a
-    loaded cup.
+    left of cup c, not in front of or behind it. Items beyond the number of cups are strays:
+    they must end inside no cup. Slots: 0 table B, 1..C cups, C+1..n items.
+
+    Training scenes have one cup more than items and never hold an item in a cup, so the base
+    model never sees a loaded cup move. OOD scenes have one item more than cups, and that stray
+    starts inside one of the cups (whose own item is loose); their skills mostly move the loaded
+    cup. The base model believes a carried cup leaves its contents behind, so it moves the cups
+    first and then fills them: the stray rides along in its cup, and the cup's own item lands
+    on it. Emptying the cup first, then filling it, then carrying it (its item riding along)
+    succeeds, but the base model believes the carried items fall out.
     """
 
     name = "tabletop"
     description = "hierarchical tabletop organisation"
 
     def _sample_scene(self, rng: np.random.Generator, num_movable: int, split: str) -> Scene:
-        cups = num_cups(num_movable)
+        cups = num_cups(num_movable, split)
         items = num_movable - cups
         cup_half = np.column_stack([rng.uniform(0.044, 0.05, (cups, 2)),
                                     rng.uniform(0.035, 0.045, cups)])
@@ -57,10 +72,9 @@ class TabletopTask(Task):
                                      rng.uniform(0.02, 0.035, items)])
         cup_yaw = rng.uniform(-0.25, 0.25, cups)
         item_yaw = rng.uniform(-0.6, 0.6, items)
-        loaded = np.zeros(items, bool)
+        host = np.full(items, -1)  # the cup an item starts in, -1 for none
         if split == "ood":
-            loaded = rng.random(items) < 0.5
-            loaded[rng.integers(items)] = True
+            host[-1] = rng.integers(cups)  # the stray (the last item) lies in a random cup
         table_top = TABLE_B_POS[2] + TABLE_B_HALF[2]
         table_low = np.asarray(TABLE_B_POS[:2]) - TABLE_B_HALF[:2]
         table_high = np.asarray(TABLE_B_POS[:2]) + TABLE_B_HALF[:2]
@@ -76,13 +90,14 @@ class TabletopTask(Task):
             cup_pos[c, 2] = base + cup_half[c, 2] + layout.REST_GAP
         item_pos = np.zeros((items, 3))
         for k in range(items):
-            if loaded[k]:
-                # Item k rests on the floor of its own cup k, nearly aligned with it.
-                item_yaw[k] = cup_yaw[k] + rng.uniform(-0.1, 0.1)
-                offset = layout.inside_offset(rng, cup_half[k], item_half[k],
-                                              item_yaw[k] - cup_yaw[k])
-                item_pos[k, :2] = cup_pos[k, :2] + layout.rotate(offset, cup_yaw[k])
-                floor = layout.support_surface(CONTAINER, cup_pos[k, 2], cup_half[k, 2])
+            if host[k] >= 0:
+                # The item rests on the floor of its host cup, nearly aligned with it.
+                c = host[k]
+                item_yaw[k] = cup_yaw[c] + rng.uniform(-0.1, 0.1)
+                offset = layout.inside_offset(rng, cup_half[c], item_half[k],
+                                              item_yaw[k] - cup_yaw[c])
+                item_pos[k, :2] = cup_pos[c, :2] + layout.rotate(offset, cup_yaw[c])
+                floor = layout.support_surface(CONTAINER, cup_pos[c, 2], cup_half[c, 2])
                 item_pos[k, 2] = floor + item_half[k, 2] + layout.REST_GAP
                 continue
             on_b = rng.random() < ON_TABLE_B_PROB
@@ -130,13 +145,14 @@ class TabletopTask(Task):
         return place_on_table_or_push(rng, scene, obj)
 
     def goal(self, scene: Scene) -> Goal:
-        """Return the goal relations over the slots of `scene`."""
+        """Return the goal relations over the slots of `scene` (strays: inside no cup)."""
         cups, items = self._slots(scene)
         holds = [(REL["inside"], item, cup) for item, cup in zip(items, cups, strict=False)]
         holds += [(REL["above"], cup, FIXTURE_SLOT) for cup in cups]
         holds += [(REL["left"], b, a) for a, b in zip(cups[:-1], cups[1:], strict=True)]
         forbidden = [(REL[side], b, a) for a, b in zip(cups[:-1], cups[1:], strict=True)
                      for side in ("front", "behind")]
+        forbidden += [(REL["inside"], stray, cup) for stray in items[len(cups):] for cup in cups]
         return Goal(tuple(holds), tuple(forbidden))
 
     def row_bounds(self, scene: Scene) -> list[tuple[tuple[float, float], tuple[float, float]]]:
@@ -152,16 +168,47 @@ class TabletopTask(Task):
             bounds.append(((-0.02, centre - slack_y), (0.02, centre + slack_y)))
         return bounds
 
-    def skeletons(self, scene: Scene):
-        """Return the candidate plan skeletons for `scene`."""
+    def aside_bounds(self, scene: Scene) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+        """Return per stray the (low, high) offsets on table B, in front of the row.
+
+        Each stray gets its own stretch along y of the ASIDE_DX strip, so strays never land on
+        a cup nor on each other.
+        """
         cups, items = self._slots(scene)
-        fill = tuple(SkeletonStep(PICK_PLACE, item, cup, (-0.006, -0.006), (0.006, 0.006))
-                     for item, cup in zip(items, cups, strict=False))
+        strays = items[len(cups):]
+        half_y = TABLE_B_HALF[1] - 0.05  # a footprint's margin from the side edges
+        lane = 2.0 * half_y / max(len(strays), 1)
+        return [((ASIDE_DX[0], -half_y + lane * index + 0.02),
+                 (ASIDE_DX[1], -half_y + lane * (index + 1) - 0.02))
+                for index in range(len(strays))]
+
+    def skeletons(self, scene: Scene):
+        """Return the candidate plan skeletons for `scene`.
+
+        items_first: put every stray aside on table B, every item not yet in its own cup into
+        it, then carry the cups to their lanes (whatever is in a cup rides along).
+        cups_first: carry the cups to their lanes, then put every loose item (one inside no
+        cup) into its cup; items already inside a cup are left to travel with it.
+        cups_only: carry the cups (relies on the items already being in their cups).
+        In distribution no item starts in a cup, so cups_first is the only skeleton that never
+        carries a loaded cup, and there it is what the base model rightly prefers.
+        """
+        cups, items = self._slots(scene)
+        pairs = list(zip(items, cups, strict=False))
+        in_some_cup = {item: any(layout.is_inside(scene, item, cup) for cup in cups)
+                       for item in items}
+        strays = items[len(cups):]
+        aside = tuple(SkeletonStep(PICK_PLACE, stray, FIXTURE_SLOT, low, high)
+                      for stray, (low, high) in zip(strays, self.aside_bounds(scene),
+                                                    strict=True))
+        jitter = ((-FILL_JITTER, -FILL_JITTER), (FILL_JITTER, FILL_JITTER))
+        sort = tuple(SkeletonStep(PICK_PLACE, item, cup, *jitter) for item, cup in pairs
+                     if not layout.is_inside(scene, item, cup))
+        fill = tuple(SkeletonStep(PICK_PLACE, item, cup, *jitter) for item, cup in pairs
+                     if not in_some_cup[item])
         row = tuple(SkeletonStep(PICK_PLACE, cup, FIXTURE_SLOT, low, high)
                     for cup, (low, high) in zip(cups, self.row_bounds(scene), strict=True))
-        # items_first moves loaded cups (the OOD effect); cups_first never does; cups_only
-        # relies on items already in their cups riding along.
-        return (fill + row, row + fill, row)
+        return (aside + sort + row, row + fill, row)
 
     def ood_situation(self, scene: Scene, skill: Skill) -> bool:
         """Tell whether (scene, skill) is a situation never seen in training."""
