@@ -19,8 +19,9 @@ class OracleConfig(NamedTuple):
 
     Attributes:
       population: candidates simulated per skeleton and iteration.
-      iterations: CEM iterations per skeleton (at most; see the early stop in the module doc).
-      elites: best candidates that refit the Gaussian; also the early-stop success count.
+      iterations: CEM iterations (at most: the search stops once a skeleton has `elites`
+        successes in one iteration).
+      elites: best candidates that refit the Gaussian; also that early-stop success count.
       seed: simulator seed used when plan() gets key=None.
       num_workers: worker processes of the simulator the caller builds; plan() does not read it.
     """
@@ -166,8 +167,9 @@ def plan(key, simulator, true_scene: Scene, task, belief: Scene, goal=None, conf
     success (1) plus the fraction of goal literals it satisfies (a graded signal while nothing
     succeeds). Step t of every live candidate of every skeleton goes to the simulator in one
     execute call, and step t + 1 starts from those post states; a candidate whose simulation
-    is flagged (tipped, interpenetration, diverged...) is dropped. A skeleton stops early once
-    an iteration has `elites` successes. The skeleton with the highest success fraction wins,
+    is flagged (tipped, interpenetration, diverged...) is dropped. The search stops after the
+    first iteration in which some skeleton has `elites` successes. The skeleton with the
+    highest success fraction wins,
     and its plan is the successful candidate nearest the centre of its successes: the most
     robust one when the real world's physics differ a little from the nominal.
 
@@ -206,17 +208,15 @@ def plan(key, simulator, true_scene: Scene, task, belief: Scene, goal=None, conf
     width = [a.high.reshape(-1).astype(np.float64) - lo for a, lo in zip(arrays, low, strict=True)]
     mean = [np.full(lo.shape, 0.5) for lo in low]  # the first draw is uniform: std unused
     std = [np.full(lo.shape, 0.5) for lo in low]
-    active = list(range(len(arrays)))
+    active = list(range(len(arrays)))  # every skeleton is searched in every iteration
     last: dict[int, tuple[np.ndarray, Rollouts]] = {}  # skeleton -> its best iteration
     for iteration in range(config.iterations):
-        if not active:
-            break
         drawn = {s: _draw(rng, mean[s], std[s], config.population, iteration == 0) for s in active}
         rows = [s for s in active for _ in range(config.population)]
         params = [(low[s] + u * width[s]).reshape(-1, 2) for s in active for u in drawn[s]]
         rollouts = simulate(simulator, true_scene, arrays, rows, params, task, goal,
                             seed + 1000 * iteration)
-        still = []
+        solved = False
         for position, s in enumerate(active):
             part = slice(position * config.population, (position + 1) * config.population)
             mine = Rollouts(rollouts.success[part], rollouts.satisfied[part],
@@ -230,9 +230,11 @@ def plan(key, simulator, true_scene: Scene, task, belief: Scene, goal=None, conf
             elite = np.argsort(-score, kind="stable")[:config.elites]
             mean[s] = drawn[s][elite].mean(axis=0)
             std[s] = np.maximum(drawn[s][elite].std(axis=0), MIN_STD)
-            if mine.success.sum() < config.elites:
-                still.append(s)
-        active = still
+            solved = solved or mine.success.sum() >= config.elites
+        # Once one skeleton has `elites` successes the plan is found: refining the others
+        # could only show them as reliable too, at the cost of a full simulated iteration.
+        if solved:
+            break
     rates = np.array([last[s][1].success.mean() for s in range(len(arrays))])
     floor = 1.0 / (2 * config.population)
     skeleton_scores = np.log(np.maximum(rates, floor))
