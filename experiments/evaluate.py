@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from f2p import episode, planner, tasks
+from f2p import episode, oracle, planner, tasks
 from f2p.agent import PlanFn, model_agent
 from f2p.io import failures, reporting
 from f2p.io.config import parse_list
@@ -96,8 +96,6 @@ def make_world(spec: EpisodeSpec, config, num_points: int) -> tuple[RealWorld, S
 
 def oracle_plan_fn(world: RealWorld, simulator, config) -> PlanFn:
     """A PlanFn that simulates candidate plans from the world's TRUE scene (evaluation only)."""
-    from f2p import oracle
-
     def plan(key, params, observation, task, belief, goal):
         del params, observation
         return oracle.plan(key, simulator, world.true_scene(), task, belief, goal,

@@ -199,6 +199,19 @@ def test_a_stopped_run_resumes_from_its_episode_files(tmp_path, tiny_checkpoint)
     assert second["records"][1:] == first["records"][1:]
 
 
+def test_the_oracle_plays_the_ood_episodes_with_the_whole_plan(tmp_path, tiny_checkpoint):
+    config = evaluate_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint[0]
+    config.tasks, config.splits, config.num_episodes = "transport", "train,ood", 1
+    results = evaluate.run(config, str(tmp_path))
+    oracle_records = [r for r in results["records"] if r["planner"] == "oracle"]
+    assert [(r["split"], r["policy"]) for r in oracle_records] == [("ood", "original")]
+    record = oracle_records[0]
+    assert record["steps_executed"] == len(record["plan"]["skills"])
+    assert {(r["planner"], r["split"]) for r in results["rows"]} == {
+        ("model", "train"), ("model", "ood"), ("oracle", "ood")}
+
+
 def _record(success, detected, false_alarm=None, mismatch_step=None, policy="stop", error=None):
     return {"task": "t", "count": 3, "split": "ood", "planner": "model", "policy": policy,
             "success": success, "detected": detected, "false_alarm": false_alarm,

@@ -29,7 +29,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # hidden size perturbation (an oracle on poses; for ablation).
     config.belief = "real2sim"
     config.detection_threshold = 0.5  # a relation holds when its probability exceeds this
-    config.stop_on_failure = True  # deprecated, ignored: see policies
     # Recovery policies at the first detected failure, each branched from the same snapshot
     # (f2p.recovery): stop = end the episode, original = run the rest of the plan, replan =
     # replan with the same model from the current observation (at most max_replans times).
