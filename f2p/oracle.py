@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from f2p.planner import Plan, SkeletonArrays, check_goal, skeleton_arrays
-from f2p.scene import Scene, Skill, stack_rows, take_row
+from f2p.scene import NUM_RELATIONS, Scene, Skill, stack_rows, take_row
 
 __all__ = ["OracleConfig", "Rollouts", "as_oracle_config", "plan", "simulate"]
 
@@ -104,10 +104,8 @@ def simulate(simulator, scene: Scene, skeletons: Sequence[SkeletonArrays], rows:
     lengths = np.array([len(skeletons[row].skill) for row in rows], np.int64)
     states = stack_rows([scene] * count)
     alive = np.ones(count, bool)
-    relations = [None] * count
     k = np.asarray(scene.mask).shape[0]
-    for index in range(count):
-        relations[index] = np.zeros((lengths[index], k, k, 9), bool)
+    relations = [np.zeros((length, k, k, NUM_RELATIONS), bool) for length in lengths]
     for t in range(int(lengths.max(initial=0))):
         live = np.flatnonzero(alive & (lengths > t))
         if live.size == 0:
@@ -116,10 +114,9 @@ def simulate(simulator, scene: Scene, skeletons: Sequence[SkeletonArrays], rows:
             Skill(*(np.asarray(field)[t] for field in skeletons[rows[n]][:3]),
                   np.asarray(params[n][t], np.float32)) for n in live])
         outcome = simulator.execute(take_row(states, live), skills, seed=int(seed) + t)
-        post = outcome.post
+        for field, value in zip(states, outcome.post, strict=True):
+            field[live] = np.asarray(value)
         for position, n in enumerate(live):
-            for field, value in zip(states, post, strict=True):
-                field[n] = np.asarray(value)[position]
             relations[n][t] = np.asarray(outcome.relations_post[position], bool)
         alive[live] &= np.asarray(outcome.ok, bool)
     relation, first, second, target = (np.asarray(x) for x in goal.arrays())
