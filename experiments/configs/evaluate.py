@@ -49,9 +49,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
     oracle = config.oracle = ml_collections.ConfigDict()
     oracle.num_workers = 2  # MuJoCo worker processes that simulate the candidates
-    oracle.population = 64
-    oracle.iterations = 3
-    oracle.elites = 8
+    # Every candidate is simulated step by step in MuJoCo (about 10-20 ms each on these 2
+    # cores), so the search is kept small: 2 x 32 candidates per skeleton at most.
+    oracle.population = 32
+    oracle.iterations = 2
+    oracle.elites = 4
     oracle.seed = 0
 
     if variant == "tiny":
