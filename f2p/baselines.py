@@ -10,11 +10,14 @@ import jax.numpy as jnp
 import optax
 
 from f2p import svgd as svgd_lib
-from f2p.svgd import Generator, check_particles
+from f2p.svgd import Generator, check_particles, with_context
 
 
 class Target(NamedTuple):
     """What a generator may use; each generator needs only some fields.
+
+    Each function also takes the target's data as its last argument when the generator's
+    init/step get a context (see svgd.Generator), e.g. log_prob(particle, context).
 
     Attributes:
       log_prob: log-density of one particle (svgd, gradient).
@@ -23,10 +26,10 @@ class Target(NamedTuple):
       prior: prior(key, n) -> n particles from a generic distribution (random).
     """
 
-    log_prob: Callable[[Any], jax.Array] | None = None
-    propose: Callable[[jax.Array, int], Any] | None = None
-    accept: Callable[[Any], jax.Array] | None = None
-    prior: Callable[[jax.Array, int], Any] | None = None
+    log_prob: Callable[..., jax.Array] | None = None
+    propose: Callable[..., Any] | None = None
+    accept: Callable[..., jax.Array] | None = None
+    prior: Callable[..., Any] | None = None
 
 
 class RejectionState(NamedTuple):
@@ -52,8 +55,8 @@ class RejectionInfo(NamedTuple):
     attempts: jax.Array
 
 
-def rejection_sampling(propose: Callable[[jax.Array, int], Any],
-                       accept: Callable[[Any], jax.Array], batch_size: int = 64) -> Generator:
+def rejection_sampling(propose: Callable[..., Any], accept: Callable[..., jax.Array],
+                       batch_size: int = 64) -> Generator:
     """Rejection sampling: draw `batch_size` proposals per step, keep those that pass `accept`.
 
     The capacity is the particle count of the template given to init. Once the buffer is full,
@@ -62,17 +65,17 @@ def rejection_sampling(propose: Callable[[jax.Array, int], Any],
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
 
-    def init(key: jax.Array | None, particles: Any) -> RejectionState:
-        del key
+    def init(key: jax.Array | None, particles: Any, context: Any = None) -> RejectionState:
+        del key, context  # the buffer starts empty
         check_particles(particles)
         capacity = jax.tree.leaves(particles)[0].shape[0]
         return RejectionState(particles, jnp.zeros(capacity, bool), jnp.zeros((), jnp.int32),
                               jnp.zeros((), jnp.int32))
 
-    def draw(key: jax.Array, state: RejectionState) -> RejectionState:
+    def draw(key: jax.Array, state: RejectionState, context: Any) -> RejectionState:
         capacity = state.accepted.shape[0]
-        proposals = propose(key, batch_size)
-        ok = jax.vmap(accept)(proposals).astype(bool)
+        proposals = with_context(propose, context)(key, batch_size)
+        ok = jax.vmap(with_context(accept, context))(proposals).astype(bool)
         # Accepted proposal number m goes to slot count + m; slots past the capacity are dropped.
         slots = jnp.where(ok, state.count + jnp.cumsum(ok) - 1, capacity)
         particles = jax.tree.map(lambda buf, new: buf.at[slots].set(new, mode="drop"),
@@ -81,18 +84,23 @@ def rejection_sampling(propose: Callable[[jax.Array, int], Any],
         count = jnp.minimum(state.count + jnp.sum(ok), capacity)
         return RejectionState(particles, accepted, count, state.attempts + batch_size)
 
-    def step(key: jax.Array, state: RejectionState) -> tuple[RejectionState, RejectionInfo]:
+    def step(key: jax.Array, state: RejectionState,
+             context: Any = None) -> tuple[RejectionState, RejectionInfo]:
         full = state.count >= state.accepted.shape[0]
-        state = jax.lax.cond(full, lambda: state, lambda: draw(key, state))
+        state = jax.lax.cond(full, lambda: state, lambda: draw(key, state, context))
         return state, RejectionInfo(state.count, state.attempts)
 
     return Generator(init, step)
 
 
-def run_until_full(generator: Generator, key: jax.Array, particles: Any, max_steps: int):
-    """Runs rejection sampling until the buffer is full or max_steps draws (a lax.while_loop)."""
+def run_until_full(generator: Generator, key: jax.Array, particles: Any, max_steps: int,
+                   context: Any = None):
+    """Runs rejection sampling until the buffer is full or max_steps draws (a lax.while_loop).
+
+    context is handed to init and every step (see svgd.Generator). Returns the final state.
+    """
     init_key, loop_key = jax.random.split(key)
-    state = generator.init(init_key, particles)
+    state = generator.init(init_key, particles, context)
 
     def not_done(carry):
         step_index, state = carry
@@ -100,7 +108,7 @@ def run_until_full(generator: Generator, key: jax.Array, particles: Any, max_ste
 
     def body(carry):
         step_index, state = carry
-        state, _ = generator.step(jax.random.fold_in(loop_key, step_index), state)
+        state, _ = generator.step(jax.random.fold_in(loop_key, step_index), state, context)
         return step_index + 1, state
 
     return jax.lax.while_loop(not_done, body, (jnp.zeros((), jnp.int32), state))[1]
@@ -113,16 +121,17 @@ class RandomState(NamedTuple):
     step: jax.Array
 
 
-def random_sampling(prior: Callable[[jax.Array, int], Any]) -> Generator:
+def random_sampling(prior: Callable[..., Any]) -> Generator:
     """Domain randomisation: N draws from a generic prior, not targeted; steps change nothing."""
 
-    def init(key: jax.Array, particles: Any) -> RandomState:
+    def init(key: jax.Array, particles: Any, context: Any = None) -> RandomState:
         check_particles(particles)
         num = jax.tree.leaves(particles)[0].shape[0]
-        return RandomState(prior(key, num), jnp.zeros((), jnp.int32))
+        return RandomState(with_context(prior, context)(key, num), jnp.zeros((), jnp.int32))
 
-    def step(key: jax.Array, state: RandomState) -> tuple[RandomState, jax.Array]:
-        del key
+    def step(key: jax.Array, state: RandomState,
+             context: Any = None) -> tuple[RandomState, jax.Array]:
+        del key, context
         return RandomState(state.particles, state.step + 1), state.step + 1
 
     return Generator(init, step)
@@ -135,12 +144,12 @@ def _require(target: Target, name: str, fields: tuple[str, ...]) -> None:
 
 
 def make_generator(name: str, target: Target, *, optimizer: optax.GradientTransformation | None
-                   = None, kernel: str = "rbf", bandwidth: float | None = None,
+                   = None, kernel: str = "rbf", bandwidth: float | jax.Array | None = None,
                    batch_size: int = 64) -> Generator:
     """Builds the generator registered under `name` (a flag value) for a target.
 
     Args:
-      name: one of GENERATOR_NAMES.
+      name: one of GENERATOR_NAMES; any other raises ValueError naming it and the allowed.
       target: the Target; each generator checks that the fields it needs are set.
       optimizer: optax transformation for svgd and gradient (default: Adam, 1e-2).
       kernel, bandwidth: SVGD kernel name and fixed bandwidth (None = median heuristic).
