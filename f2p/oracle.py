@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from f2p.io.config import as_named_tuple
 from f2p.planner import Plan, SkeletonArrays, check_goal, skeleton_arrays
 from f2p.scene import NUM_RELATIONS, Scene, Skill, stack_rows, take_row
 
@@ -44,18 +45,7 @@ def as_oracle_config(config) -> OracleConfig:
     """
     if config is None:
         return OracleConfig()
-    if isinstance(config, OracleConfig):
-        values = config._asdict()
-    elif hasattr(config, "keys"):
-        unknown = sorted(set(config.keys()) - set(OracleConfig._fields))
-        if unknown:
-            raise ValueError(f"config.{unknown[0]}: unknown oracle field; allowed: "
-                             f"{', '.join(OracleConfig._fields)}")
-        values = {name: config[name] for name in config.keys()}
-    else:
-        raise ValueError(f"config: expected OracleConfig, ConfigDict or mapping, got "
-                         f"{type(config).__name__}")
-    result = OracleConfig(**values)
+    result = as_named_tuple(config, OracleConfig, "oracle")
     for name in ("population", "iterations", "elites"):
         if int(getattr(result, name)) < 1:
             raise ValueError(f"config.{name}: must be >= 1, got {getattr(result, name)}")

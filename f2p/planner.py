@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from f2p.geometry import render_points
+from f2p.io.config import as_named_tuple
 from f2p.scene import (
     FIXTURE,
     NUM_RELATIONS,
@@ -55,18 +56,7 @@ def as_planner_config(config) -> PlannerConfig:
 
     Missing fields take PlannerConfig's defaults; unknown fields raise (they are likely typos).
     """
-    if isinstance(config, PlannerConfig):
-        values = config._asdict()
-    elif hasattr(config, "keys"):
-        unknown = sorted(set(config.keys()) - set(PlannerConfig._fields))
-        if unknown:
-            raise ValueError(f"config.{unknown[0]}: unknown planner field; allowed: "
-                             f"{', '.join(PlannerConfig._fields)}")
-        values = {name: config[name] for name in config.keys()}
-    else:
-        raise ValueError(f"config: expected PlannerConfig, ConfigDict or mapping, got "
-                         f"{type(config).__name__}")
-    result = PlannerConfig(**values)
+    result = as_named_tuple(config, PlannerConfig, "planner")
     for name in ("population", "iterations", "elites"):
         if int(getattr(result, name)) < 1:
             raise ValueError(f"config.{name}: must be >= 1, got {getattr(result, name)}")

@@ -31,3 +31,22 @@ def test_parse_list_compares_after_the_cast():
     # "3" (text) is not the int 3: without a cast an int list accepts nothing.
     with pytest.raises(ValueError, match="'3' is not one of 3, 5, 7"):
         parse_list("3", OBJECT_COUNTS, "object_counts")
+
+
+def test_as_named_tuple_fills_defaults_and_names_unknown_fields():
+    from typing import NamedTuple
+
+    from f2p.io.config import as_named_tuple
+
+    class Settings(NamedTuple):
+        population: int = 8
+        seed: int = 0
+
+    assert as_named_tuple({"seed": 3}, Settings, "demo") == Settings(8, 3)
+    same = Settings(2, 1)
+    assert as_named_tuple(same, Settings, "demo") is same
+    with pytest.raises(ValueError, match="config.popsize: unknown demo field; allowed: "
+                                         "population, seed"):
+        as_named_tuple({"popsize": 4}, Settings, "demo")
+    with pytest.raises(ValueError, match="expected Settings, ConfigDict or mapping, got int"):
+        as_named_tuple(3, Settings, "demo")

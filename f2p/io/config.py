@@ -46,3 +46,29 @@ def parse_list(value, allowed: Iterable, field: str, cast: Callable[[str], Any] 
             raise ValueError(f"config.{field}: {parsed!r} is listed twice in {value!r}")
         values.append(parsed)
     return values
+
+
+def as_named_tuple(config, kind: type, what: str):
+    """Build the NamedTuple `kind` from an instance of it, a ConfigDict or a mapping.
+
+    Missing fields take the NamedTuple's defaults; unknown fields raise, since they are likely
+    typos of real ones.
+
+    Args:
+      config: an instance of `kind`, or anything with keys() and item access.
+      kind: the NamedTuple class (e.g. f2p.planner.PlannerConfig).
+      what: the section's name in messages (e.g. "planner").
+
+    Raises:
+      ValueError: naming the unknown field and the allowed ones, or the unexpected type.
+    """
+    if isinstance(config, kind):
+        return config
+    if not hasattr(config, "keys"):
+        raise ValueError(f"config: expected {kind.__name__}, ConfigDict or mapping, got "
+                         f"{type(config).__name__}")
+    unknown = sorted(set(config.keys()) - set(kind._fields))
+    if unknown:
+        raise ValueError(f"config.{unknown[0]}: unknown {what} field; allowed: "
+                         f"{', '.join(kind._fields)}")
+    return kind(**{name: config[name] for name in config.keys()})
