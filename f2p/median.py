@@ -76,11 +76,11 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
     low_rank, high_rank = _middle_ranks(num * (num - 1) // 2)
     if num < _TOP_K_MEDIAN_MAX_PARTICLES:
         values = sq_dists[np.triu_indices(num, 1)]
-        # + 0 for finite values, NaN if any is NaN or inf: one float sum, cheap on XLA's CPU.
-        return _small_median(values) + jnp.sum(values * 0.0)
-    # Clearing the sign bit maps -0.0 onto +0.0 (and a negative NaN onto a NaN). Non-finite
-    # entries become _NONFINITE_BITS: above the +inf padding, so the first pass tells them
-    # apart (see _count_below), and like it never counted below a threshold.
+        # NaN and inf become -inf, which sorts first (fused into the gather: a separate check
+        # cost 15 % of a vmapped step at N = 20), and _mid_or_nan gives NaN.
+        return _small_median(jnp.where(jnp.isfinite(values), values, -jnp.inf))
+    # Clearing the sign bit maps -0.0 onto +0.0; NaN and inf become _NONFINITE_BITS, above the
+    # +inf padding: never counted below a threshold, told apart by the first pass (_count_below).
     bits = jax.lax.bitcast_convert_type(sq_dists.astype(jnp.float32), jnp.int32) & 0x7FFFFFFF
     bits = jnp.where(bits >= _INF_BITS, _NONFINITE_BITS, bits)
     rows, weights = _upper_blocks(bits)
@@ -118,8 +118,8 @@ def median_pairwise_sq_dist(sq_dists: jax.Array) -> jax.Array:
         return (as_float(jnp.max(jnp.where(below, rows, 0))),
                 as_float(jnp.min(jnp.where(below, _INF_BITS, rows))), jnp.bool_(False))
 
-    # A while_loop run at most once, not a cond: under vmap a cond computes both branches for
-    # every problem, while the loop runs its body only if some problem of the batch split.
+    # A while_loop run at most once, not a cond: under vmap a cond runs both branches for all
+    # problems, the loop its body only if some problem split (rare).
     pending = ~small & (bracket.hi - bracket.lo > 1) & (bracket.split >= 0)
     low, high, _ = jax.lax.while_loop(lambda carry: carry[2], read_split, (low, high, pending))
     settled = small | (bracket.hi - bracket.lo <= 1) | (bracket.split >= 0)
@@ -141,7 +141,13 @@ def _small_median(values: jax.Array) -> jax.Array:
     """
     low_rank, high_rank = _middle_ranks(values.shape[-1])
     smallest = -jax.lax.top_k(-values, high_rank + 1)[0]  # ascending
-    return 0.5 * (smallest[..., low_rank] + smallest[..., high_rank])
+    return _mid_or_nan(smallest, low_rank, high_rank)
+
+
+def _mid_or_nan(ascending: jax.Array, low_rank: int, high_rank: int) -> jax.Array:
+    """Mean of two sorted values; NaN where the smallest is -inf (a non-finite input)."""
+    middle = 0.5 * (ascending[..., low_rank] + ascending[..., high_rank])
+    return jnp.where(ascending[..., 0] > -jnp.inf, middle, jnp.nan)
 
 
 @_small_median.def_vmap
@@ -156,8 +162,7 @@ def _small_median_batched(axis_size, in_batched, values):
     if not in_batched[0]:
         return _small_median(values), False
     low_rank, high_rank = _middle_ranks(values.shape[-1])
-    ascending = _bitonic_sort(values)
-    return 0.5 * (ascending[..., low_rank] + ascending[..., high_rank]), True
+    return _mid_or_nan(_bitonic_sort(values), low_rank, high_rank), True
 
 
 def _bitonic_sort(values: jax.Array) -> jax.Array:
@@ -233,24 +238,21 @@ def _count_below(rows: jax.Array, weights: np.ndarray, thresholds: jax.Array,
     The T indicators are packed into one uint32 per entry before a single reduction down the
     columns: XLA on CPU fuses one reduction well but not several sibling ones. 8-bit counts
     hold a 128-row column. With find_nonfinite (the first pass) a fifth indicator counts the
-    entries above the +inf padding (the NaN and inf ones) and it also returns whether there
-    are none: the 8-row partial sums (16 rows each) are unpacked from 6-bit fields before the
-    halves are added. +0.02 ms at N = 512 (a separate reduction: +0.07 ms of a 1.2 ms step).
+    entries above the +inf padding (NaN and inf), and it also returns whether there are none:
+    the 8 partial sums (of 16 rows) are unpacked from 6-bit fields before they are added.
+    +0.02 ms at N = 512, where a separate reduction cost 0.07 ms of a 1.2 ms step.
     """
     width = _FIRST_BITS if find_nonfinite else _COUNT_BITS
     indicators = [rows < thresholds[index] for index in range(_NUM_THRESHOLDS)]
     indicators += [rows > _INF_BITS] if find_nonfinite else []
     packed = sum(indicator.astype(jnp.uint32) << (width * index)
                  for index, indicator in enumerate(indicators))
-    shifts = jnp.arange(len(indicators), dtype=jnp.uint32) * width
-    if find_nonfinite:
-        partial = jnp.sum(packed.reshape(-1, _PARTIAL_ROWS, packed.shape[-1]), axis=0,
-                          dtype=jnp.uint32)  # [8, C], counts <= 16
-        fields = jnp.sum(((partial[..., None] >> shifts) & jnp.uint32(2**width - 1)).astype(
-            jnp.int32), axis=0)
+    shifts, mask = jnp.arange(len(indicators), dtype=jnp.uint32) * width, jnp.uint32(2**width - 1)
+    if find_nonfinite:  # [8, C] partial sums of 16 rows (counts <= 16), unpacked, then added
+        partial = jnp.sum(packed.reshape(-1, _PARTIAL_ROWS, packed.shape[-1]), axis=0)
+        fields = jnp.sum(((partial[..., None] >> shifts) & mask).astype(jnp.int32), axis=0)
     else:
-        fields = ((_column_sums(packed)[:, None] >> shifts) & jnp.uint32(2**width - 1)).astype(
-            jnp.int32)
+        fields = ((_column_sums(packed)[:, None] >> shifts) & mask).astype(jnp.int32)
     counts = fields[:, :_NUM_THRESHOLDS]  # [C, T]
     totals = jnp.sum(counts * weights[:, None], axis=0)
     return (counts, totals, jnp.max(fields[:, -1]) == 0) if find_nonfinite else (counts, totals)
@@ -291,11 +293,10 @@ def _narrow(rows: jax.Array, weights: np.ndarray, num: int, ranks: tuple[int, in
     count the same, so without that stop such a bracket never shrinks.
 
     Termination: every threshold lies strictly inside (lo, hi), in integer arithmetic, and
-    either raises lo, lowers hi or splits. After two passes in a row that did not halve the
-    count inside, and always after _GUIDED_PASSES passes, the thresholds cut the bit interval
-    at its fifths instead, so each such pass leaves at most a fifth of it (+4 bits) or ends;
-    _bisection_passes(_INF_BITS) = 14 of them close any bracket. The pass cap in the loop
-    condition is that bound; the caller returns NaN if it were ever hit unsettled.
+    raises lo, lowers hi or splits. After two passes in a row that did not halve the count
+    inside, and always after _GUIDED_PASSES passes, the thresholds cut the bit interval at its
+    fifths, leaving at most a fifth (+4 bits) or ending: 14 such passes close any bracket
+    (_bisection_passes), the cap of the loop. Were it hit unsettled, the caller gives NaN.
     """
     low_rank, high_rank = ranks
     total, size = num * num, sample.shape[0]  # real entries; the +inf padding is never counted
@@ -370,9 +371,8 @@ def _narrow(rows: jax.Array, weights: np.ndarray, num: int, ranks: tuple[int, in
         wanted = jnp.where(bracket.stalls > 0, fifths, guided)
         offsets = rank_to_offset(bracket, wanted, first_in, num_in)
         span = bracket.hi - bracket.lo  # int32: hi <= the +inf pattern < 2^31
-        # Rounded in float, clipped in integers: near 1e9 bits float32 steps by 64, so a clip
-        # to float(span) - 1 could land on hi or past it. float32(span) <= _INF_BITS (which it
-        # holds exactly), so the cast cannot overflow.
+        # Rounded in float, clipped in integers: near 1e9 float32 steps by 64, so a clip to
+        # float(span) - 1 could reach hi. float32(span) <= _INF_BITS: the cast cannot overflow.
         guided_offsets = jnp.clip(jnp.round(offsets), 1.0, span.astype(jnp.float32))
         bisect = (bracket.stalls >= 2) | (bracket.passes >= _GUIDED_PASSES)
         offsets = jnp.where(bisect, jnp.maximum((span // 5) * cuts, cuts),

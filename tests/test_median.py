@@ -177,6 +177,9 @@ def medians(tmp_path_factory):
     # Same shape as the batch above (no new compile): only problem 1 has a NaN.
     cases["batch/one_nan"] = np.stack([cases["clusters_50"], non_finite["nan_entry_n100"]]
                                       + [cases[name] for name in BATCH[2:]])
+    # The small-N sorting network under vmap: problems 1 (NaN) and 2 (inf) only.
+    cases["batch/small_n20"] = np.stack([cases["bimodal_n20"], non_finite["nan_entry_n20"],
+                                         non_finite["inf_entry_n20"], cases["ties_n20"]])
     # The fallback alone (bisection from the second pass): it must settle every problem within
     # its pass bound, or the result is NaN.
     cases["bisect/adversarial"] = np.stack([cases[name] for name in BISECT])
@@ -204,6 +207,10 @@ def test_non_finite_input_gives_nan(medians):
     assert np.isnan(one_nan[1]) and not np.isnan(one_nan[[0, 2, 3]]).any()
     for index in (0, 2, 3, 7):  # the other problems of the batch are unaffected
         assert_matches_numpy(f"one_nan[{index}]", one_nan[index], cases["batch/one_nan"][index])
+    small = got["batch/small_n20"]
+    assert np.isnan(small[1:3]).all()
+    for index in (0, 3):
+        assert_matches_numpy(f"small_n20[{index}]", small[index], cases["batch/small_n20"][index])
 
 
 def test_bisection_bound():
