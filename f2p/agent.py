@@ -201,9 +201,15 @@ def perceive(agent: Agent, observation: Observation, prior: Scene | None
              ) -> tuple[Scene, Observation]:
     """Real2Sim on an observation: the believed scene and the observation the model reads."""
     belief = agent.perceive(observation, prior)
+    return belief, as_believed(observation, belief)
+
+
+def as_believed(observation: Observation, belief: Scene) -> Observation:
+    """The observation the model reads: slots valid in both, sizes from the believed scene."""
     mask = np.asarray(observation.mask, bool) & np.asarray(belief.mask, bool)
-    return belief, observation._replace(mask=mask, half_extents=belief.half_extents)
+    return observation._replace(mask=mask, half_extents=belief.half_extents)
 
 
-__all__ = ["DETECTION_THRESHOLD", "Agent", "FailureCheck", "PlanFn", "Progress", "detect_failure",
-           "goal_triples", "model_agent", "perceive", "read_relations", "triples_table"]
+__all__ = ["DETECTION_THRESHOLD", "Agent", "FailureCheck", "PlanFn", "Progress", "as_believed",
+           "detect_failure", "goal_triples", "model_agent", "perceive", "read_relations",
+           "triples_table"]

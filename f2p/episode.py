@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from f2p import agent as monitor
-from f2p.agent import Agent, Progress, perceive
+from f2p.agent import Agent, Progress, as_believed, perceive
 from f2p.io.failures import Failure, FailureTruth
 from f2p.planner import Plan
 from f2p.recovery import ACTIONS, RecoveryContext, RecoveryPolicy
@@ -228,12 +228,9 @@ def _recover(context: _Context, progress: Progress, record: dict[str, Any],
             raise ValueError("recovery: action 'replace' needs a plan")
         belief = progress.belief if decision.belief is None else decision.belief
         params = progress.params if decision.params is None else decision.params
-        seen = progress.observation._replace(
-            mask=np.asarray(progress.observation.mask, bool) & np.asarray(belief.mask, bool),
-            half_extents=belief.half_extents)
-        progress = progress._replace(observation=seen, belief=belief, plan=decision.plan,
-                                     next_step=0, params=params,
-                                     recoveries=progress.recoveries + 1)
+        progress = progress._replace(observation=as_believed(progress.observation, belief),
+                                     belief=belief, plan=decision.plan, next_step=0,
+                                     params=params, recoveries=progress.recoveries + 1)
         entry["plan"] = plan_record(decision.plan)
     record["recoveries"].append(entry)
     return progress, decision.action == "stop"
