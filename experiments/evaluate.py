@@ -23,8 +23,6 @@ from isaac_bridge.real2sim import fit_scene
 from isaac_bridge.real_world import PhysicsRanges, RealWorld
 
 BELIEFS = ("real2sim", "nominal")
-PLANNERS = ("model", "oracle")
-"""model: CEM on the skill-effect model; oracle: plans simulated from the true scene."""
 
 
 class EpisodeSpec(NamedTuple):
