@@ -1,0 +1,261 @@
+"""Tables and figures of experiments.fail2progress: results.json, results.md, PNGs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from f2p.fail2progress import CLASSES
+from f2p.io import reporting
+from f2p.io.failures import load_failure
+
+RATES = ("recovery", "retry", "future", "retention")
+STAGES = ("classify_seconds", "generation_seconds", "labelling_seconds", "finetune_seconds",
+          "plan_seconds")
+"""Stages from a detected failure to the recovered plan (compile time is reported apart)."""
+
+
+def _rate(successes: int, trials: int) -> dict[str, float]:
+    low, high = reporting.wilson_interval(successes, trials) if trials else (np.nan, np.nan)
+    return {"successes": successes, "trials": trials,
+            "rate": successes / trials if trials else float("nan"), "low": low, "high": high}
+
+
+def _median(values) -> float:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(values)) if values else float("nan")
+
+
+def summarise(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task x method: the four rates (Wilson), stage seconds, labels, quality."""
+    rows = []
+    for task, method in dict.fromkeys((u["task"], u["method"]) for u in units):
+        cell = [u for u in units if u["task"] == task and u["method"] == method]
+        row = {"task": task, "method": method, "failures": len(cell)}
+        for rate in RATES:
+            if rate in ("recovery", "retry"):
+                outcomes = [bool(u[rate]) for u in cell if rate in u]
+            else:
+                outcomes = [bool(e["success"]) for u in cell for e in u.get(rate, [])]
+            row[rate] = _rate(sum(outcomes), len(outcomes))
+        row["retention_detections"] = sum(bool(e["detected"]) for u in cell
+                                          for e in u.get("retention", []))
+        repairs = [u["repair"] for u in cell if "repair" in u]
+        recovered = [r for u in cell for r in u["recoveries"] if r["action"] == "replace"]
+        for stage in STAGES:
+            source = recovered if stage in ("classify_seconds", "plan_seconds") else repairs
+            row[stage] = _median(r.get(stage) for r in source)
+        row["total_seconds"] = (float(np.nansum([row[s] for s in STAGES]))
+                                if repairs else row["plan_seconds"])
+        for key in ("compile_seconds", "labels", "dropped", "reproduction", "diversity",
+                    "attempts", "accepted"):
+            row[key] = float(np.mean([r[key] for r in repairs])) if repairs else float("nan")
+        row["same_failure"] = all(u["same_failure"] for u in cell)
+        rows.append(row)
+    return rows
+
+
+def confusion(collected: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """Per task: predicted class x true class counts over every detected failure."""
+    rows = []
+    for task, entries in collected.items():
+        detected = [e for e in entries if e["detected"]]
+        row = {"task": task, "episodes": len(entries), "detected": len(detected)}
+        for predicted in CLASSES:
+            for truth in CLASSES:
+                row[f"{predicted}|{truth}"] = sum(e["predicted_class"] == predicted
+                                                  and e["true_class"] == truth
+                                                  for e in detected)
+        correct = row[f"{CLASSES[0]}|{CLASSES[0]}"] + row[f"{CLASSES[1]}|{CLASSES[1]}"]
+        row["accuracy"] = correct / len(detected) if detected else float("nan")
+        rows.append(row)
+    return rows
+
+
+def base_rows(base: dict[str, dict[str, list]]) -> list[dict[str, Any]]:
+    """The base agent on the future OOD and retention episodes (whole plans)."""
+    return [{"task": task, **{role: _rate(sum(e["success"] for e in episodes), len(episodes))
+                              for role, episodes in roles.items()}}
+            for task, roles in base.items()]
+
+
+def _cell(rate: dict[str, float]) -> str:
+    if not rate["trials"]:
+        return "-"
+    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """results.md: the main table, timings and data, classification, base agent, notes."""
+    config = results["config"]
+    lines = ["# Fail2Progress: recovery from detected OOD failures", "",
+             f"{config['object_count']} objects; failures from OOD episodes of seed "
+             f"{config['failure_seed']}, evaluation episodes of seed {config['eval_seed']}; "
+             f"N = {config['generation']['num_states']} states x M = "
+             f"{config['generation']['num_actions']} actions per repair; checkpoint "
+             f"`{config['checkpoint']}`; {results['environment'].get('jax', '')} on "
+             f"{results['environment'].get('devices', '')}.", "",
+             "| task | method | failures | recovery | retry | future OOD | retention |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in results["rows"]:
+        lines.append(f"| {row['task']} | {row['method']} | {row['failures']} | "
+                     + " | ".join(_cell(row[r]) for r in RATES) + " |")
+    lines += ["", "## Time from a detected failure to the recovered plan, and the data", "",
+              "| task | method | classify s | generate s | label s | fine-tune s | replan s | "
+              "total s | compile s | labels | dropped | reproduction | diversity m | "
+              "attempts | retention detections |",
+              "| --- " * 15 + "|"]
+    for row in results["rows"]:
+        values = [row[s] for s in STAGES] + [row["total_seconds"], row["compile_seconds"],
+                                             row["labels"], row["dropped"], row["reproduction"],
+                                             row["diversity"], row["attempts"]]
+        lines.append(f"| {row['task']} | {row['method']} | "
+                     + " | ".join("-" if not np.isfinite(v) else f"{v:.2f}" for v in values)
+                     + f" | {row['retention_detections']} |")
+    lines += ["", "## Classification of the detected failures (predicted | true)", "",
+              "| task | episodes | detected | " + " | ".join(
+                  f"{p} \\| {t}" for p in CLASSES for t in CLASSES) + " | accuracy |",
+              "| --- " * 8 + "|"]
+    for row in results["confusion"]:
+        lines.append(f"| {row['task']} | {row['episodes']} | {row['detected']} | " + " | ".join(
+            str(row[f"{p}|{t}"]) for p in CLASSES for t in CLASSES)
+            + f" | {row['accuracy']:.2f} |")
+    lines += ["", "## Base agent on the evaluation episodes (whole plans)", "",
+              "| task | future OOD | in distribution |", "| --- | --- | --- |"]
+    for row in results["base"]:
+        lines.append(f"| {row['task']} | {_cell(row['future'])} | {_cell(row['retention'])} |")
+    lines += ["", *NOTES, "", *[f"![{name}]({name})" for name in results["figures"]]]
+    return "\n".join(lines) + "\n"
+
+
+NOTES = (
+    "- recovery: the failed episode continues from the failure (the method's recovery policy "
+    "at the first detection); retry: the same initial scene, restored from its seeds, planned "
+    "afresh with the repaired model and executed whole; future OOD / retention: fresh OOD / "
+    "in-distribution episodes of the evaluation seed, whole plans, no further repair. Rates "
+    "with 95 % Wilson intervals and (trials); future and retention pool the episodes of "
+    "every repaired model.",
+    "- original and replan do not change the model: their future and retention columns are "
+    "the base agent's. oracle replans once with the oracle planner, which simulates "
+    "candidate plans from the true scene (an upper bound, no model).",
+    "- seconds are medians over the failures, compile time (first use of a generator) apart; "
+    "total = classify + generate + label + fine-tune + replan. reproduction: share of "
+    "generated states whose settled relations among the goal objects equal the settled "
+    "failure scene's; diversity: mean pairwise distance of the states over the movable "
+    "objects' (x, y, yaw_scale * yaw); attempts: rejection sampling's proposals.",
+    "- retention detections: retention episodes in which a failure was detected (a repaired "
+    "model may predict in-distribution outcomes less confidently).",
+)
+
+
+def draw_rates(path: str, rows: list[dict[str, Any]]) -> None:
+    """Bar chart per task: each method's four rates with their Wilson intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task_names = list(dict.fromkeys(r["task"] for r in rows))
+    figure, axes = plt.subplots(1, len(task_names), figsize=(5.5 * len(task_names), 3.8),
+                                squeeze=False)
+    for axis, task in zip(axes[0], task_names, strict=True):
+        cells = [r for r in rows if r["task"] == task]
+        width = 0.8 / len(cells)
+        for offset, row in enumerate(cells):
+            x = np.arange(len(RATES)) + (offset - 0.5 * (len(cells) - 1)) * width
+            rate = np.array([row[r]["rate"] for r in RATES], float)
+            low = np.array([row[r]["low"] for r in RATES], float)
+            high = np.array([row[r]["high"] for r in RATES], float)
+            axis.bar(x, np.nan_to_num(rate), width, label=row["method"],
+                     yerr=np.nan_to_num([rate - low, high - rate]), capsize=2)
+        axis.set_xticks(range(len(RATES)), ["recovery", "retry", "future OOD", "retention"])
+        axis.set_ylim(0.0, 1.35)
+        axis.set_title(task)
+        axis.set_ylabel("success rate (95 % Wilson)")
+        axis.legend(loc="upper center", ncol=3, fontsize=6)
+    reporting.save_figure(path, figure)
+
+
+def draw_generation(path: str, workdir: str, task: str, failure_name: str,
+                    generators: list[str]) -> bool:
+    """Top-down view of one failure: believed scene, each generator's states, the actions.
+
+    Returns False when no generator's arrays are stored.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    stored = {}
+    for generator in generators:
+        name = os.path.join(workdir, "generated", f"{failure_name}--repair-{generator}.npz")
+        if os.path.exists(name):
+            with np.load(name) as arrays:
+                stored[generator] = {key: arrays[key] for key in arrays.files}
+    if not stored:
+        return False
+    failure = load_failure(os.path.join(workdir, "failures", failure_name))
+    scene = failure.belief_before
+    mask = np.asarray(scene.mask, bool)
+    figure, axes = plt.subplots(1, len(stored) + 2, figsize=(3.6 * (len(stored) + 2), 3.6))
+
+    def boxes(axis, poses, alpha, colour):
+        for slot in np.flatnonzero(mask):
+            hx, hy = scene.half_extents[slot, :2]
+            x, y, yaw = poses[slot]
+            corner = np.array([x, y]) - np.array([[np.cos(yaw), -np.sin(yaw)],
+                                                  [np.sin(yaw), np.cos(yaw)]]) @ [hx, hy]
+            axis.add_patch(Rectangle(corner, 2 * hx, 2 * hy, angle=np.degrees(yaw),
+                                     fill=False, alpha=alpha, color=colour(slot)))
+
+    colour = lambda slot: plt.cm.tab10(slot % 10)  # noqa: E731
+    believed = np.concatenate([scene.pos[:, :2], scene.yaw[:, None]], axis=-1)
+    points = np.asarray(failure.observation_before.points)[mask].reshape(-1, 3)
+    axes[0].scatter(points[:, 0], points[:, 1], s=1, c="grey")
+    boxes(axes[0], believed, 1.0, colour)
+    axes[0].set_title(f"{task}: observed + believed")
+    for axis, (generator, arrays) in zip(axes[1:-1], stored.items(), strict=True):
+        boxes(axis, believed, 1.0, lambda slot: "black")
+        for poses in arrays["poses"]:
+            boxes(axis, poses, 0.25, colour)
+        axis.set_title(f"{generator}: {len(arrays['poses'])} states")
+    for generator, arrays in stored.items():
+        if "actions" in arrays:
+            actions = arrays["actions"].reshape(-1, 2)
+            axes[-1].scatter(actions[:, 0], actions[:, 1], s=4, alpha=0.5, label=generator)
+    anchor = np.asarray(failure.skill.params)
+    axes[-1].scatter([anchor[0]], [anchor[1]], marker="x", c="black", label="failed a")
+    axes[-1].set_title("action particles (dx, dy)")
+    axes[-1].legend(fontsize=6)
+    for axis in axes[:-1]:
+        axis.set_aspect("equal")
+        axis.autoscale_view()
+    reporting.save_figure(path, figure)
+    return True
+
+
+def write(workdir: str, config, collected, base, units, seconds: float) -> dict[str, Any]:
+    """Writes results.json, results.md, rates.png and one generation figure per task."""
+    rows = summarise(units)
+    figures = []
+    if rows:
+        draw_rates(os.path.join(workdir, "rates.png"), rows)
+        figures.append("rates.png")
+    generators = [g.strip() for g in str(config.figure_generators).split(",") if g.strip()]
+    for task, entries in collected.items():
+        kept = [e for e in entries if e["kept"]]
+        name = f"generation_{task}.png"
+        if kept and draw_generation(os.path.join(workdir, name), workdir, task,
+                                    kept[0]["name"], generators):
+            figures.append(name)
+    results = {"config": config.to_dict(), "environment": reporting.environment(),
+               "seconds": seconds, "rows": rows, "confusion": confusion(collected),
+               "base": base_rows(base), "collected": collected, "units": units,
+               "figures": figures}
+    reporting.write_json(os.path.join(workdir, "results.json"), results)
+    reporting.write_text(os.path.join(workdir, "results.md"), markdown(results))
+    return results

@@ -1,0 +1,75 @@
+import json
+import os
+
+import jax
+import ml_collections
+import pytest
+
+from experiments import fail2progress
+from experiments.configs import fail2progress as fail2progress_config
+from f2p.io.pretrained import export_params
+from f2p.models import SkillEffectModel
+from f2p.models import get_config as model_config
+
+NUM_POINTS = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A freshly initialised tiny model exported the way the base model is."""
+    config = model_config("tiny")
+    config.data = ml_collections.ConfigDict({"num_points": NUM_POINTS})
+    model = SkillEffectModel(config.model)
+    params = model.init(jax.random.PRNGKey(0), 8, NUM_POINTS)
+    directory = str(tmp_path_factory.mktemp("checkpoint"))
+    export_params(directory, params, config)
+    return directory
+
+
+def test_tiny_fail2progress_end_to_end_and_resume(tmp_path, tiny_checkpoint):
+    config = fail2progress_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint
+    results = fail2progress.run(config, str(tmp_path))
+    for name in ("results.json", "results.md", "rates.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    kept = [e for e in saved["collected"]["tabletop"] if e["kept"]]
+    assert len(kept) == 1, "the untrained model's tabletop plans should be caught failing"
+    methods = {u["method"] for u in saved["units"]}
+    assert methods == {"original", "repair:svgd", "repair:sampling"}
+    for unit in results["units"]:
+        assert unit["same_failure"], "the unit replays the collected failure"
+        assert set(unit) >= {"recovery", "retry", "future", "retention"}
+        assert len(unit["future"]) == len(unit["retention"]) == 1
+        if unit["method"].startswith("repair:"):
+            assert unit["repaired"]
+            info = unit["repair"]
+            assert info["pairs"] == 4 and 0 < info["labels"] <= 4
+            assert info["labels"] + info["dropped"] == 4
+            assert 0.0 <= info["reproduction"] <= 1.0
+    assert os.path.exists(tmp_path / "models" / f"{kept[0]['name']}--repair-svgd" / "params.npz")
+    assert "generation_tabletop.png" in saved["figures"]
+    assert "| tabletop | repair:svgd | 1 |" in (tmp_path / "results.md").read_text()
+    # A second run reads every unit back instead of playing it again.
+    stamps = {p: os.path.getmtime(tmp_path / "units" / p) for p in os.listdir(tmp_path / "units")}
+    again = fail2progress.run(config, str(tmp_path))
+    assert json.dumps(again["rows"]) == json.dumps(results["rows"])  # NaN-safe comparison
+    assert stamps == {p: os.path.getmtime(tmp_path / "units" / p) for p in stamps}
+
+
+def test_bad_configuration_is_refused(tmp_path, tiny_checkpoint):
+    config = fail2progress_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint
+    config.methods = "original,repair:nope"
+    with pytest.raises(ValueError, match="config.methods"):
+        fail2progress.run(config, str(tmp_path))
+    config = fail2progress_config.get_config("tiny")
+    config.generation.num_states = 1
+    with pytest.raises(ValueError, match="generation.num_states"):
+        fail2progress.run(config, str(tmp_path))
+    config = fail2progress_config.get_config("tiny")
+    config.objective.nope = 1.0
+    with pytest.raises(ValueError, match="config.nope"):
+        fail2progress.run(config, str(tmp_path))
+    with pytest.raises(ValueError, match="config variant"):
+        fail2progress_config.get_config("huge")
