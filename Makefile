@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= workdirs/demo
 
-.PHONY: test demo lint sysdeps clean
+.PHONY: test demo svgd-demo lint sysdeps clean
 
 # Open3D's import needs libusb-1.0 (Debian package libusb-1.0-0). Install it when we are root;
 # otherwise stop with a message that says what to do.
@@ -32,8 +32,14 @@ test: sysdeps $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n 2 tests
 
+# The main job: one OOD transport failure taken from detection to a recovered task (Fail2Progress
+# with SVGD, the committed base model, MuJoCo); report in $(WORKDIR)/results.md.
 demo: sysdeps $(STAMP)
-	$(PY) -m experiments.svgd_benchmark_main --config=experiments/configs/svgd_benchmark.py:demo --workdir=$(WORKDIR)
+	$(PY) -m experiments.fail2progress_main --config=experiments/configs/fail2progress.py:demo --workdir=$(WORKDIR)
+
+# The SVGD toy benchmark (what `make demo` ran before Fail2Progress existed).
+svgd-demo: sysdeps $(STAMP)
+	$(PY) -m experiments.svgd_benchmark_main --config=experiments/configs/svgd_benchmark.py:demo --workdir=workdirs/svgd_demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

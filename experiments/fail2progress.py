@@ -20,7 +20,7 @@ from absl import logging
 
 from experiments import fail2progress_report as report
 from f2p import episode, fail2progress, generation, oracle, planner, tasks, train
-from f2p.agent import model_agent, perceive
+from f2p.agent import detect_failure, model_agent, perceive
 from f2p.io import dataset, failures, reporting
 from f2p.io.config import as_named_tuple, parse_list
 from f2p.io.pretrained import export_params
@@ -169,7 +169,14 @@ def collect(name: str, setup: Setup, config, workdir: str) -> list[dict[str, Any
                 entry["failure_file"] = os.path.basename(failures.save_failure(
                     os.path.join(workdir, "failures"), spec.name, result.failure))
                 label = fail2progress.classify(result.failure, setup.simulator)
-                entry.update(step=int(result.failure.step), predicted_class=label.label,
+                failure = result.failure
+                check = detect_failure(failure.predicted_relations, failure.observed_relations,
+                                       failure.goal, failure.observation_after.mask,
+                                       failure.detection_threshold)
+                entry.update(step=int(failure.step), predicted_class=label.label,
+                             simulated=label.simulated.tolist(),
+                             observed=label.observed.tolist(),
+                             mismatch=check.describe(), skill=episode.skill_record(failure.skill),
                              replay_status=label.status,
                              true_class=fail2progress.true_class(result.failure,
                                                                  setup.simulator))

@@ -95,8 +95,11 @@ def markdown(results: dict[str, Any]) -> str:
              f"{config['failure_seed']}, evaluation episodes of seed {config['eval_seed']}; "
              f"N = {config['generation']['num_states']} states x M = "
              f"{config['generation']['num_actions']} actions per repair; checkpoint "
-             f"`{config['checkpoint']}`; {results['environment'].get('jax', '')} on "
-             f"{results['environment'].get('devices', '')}.", "",
+             f"`{config['checkpoint']}`; jax {results['environment']['versions']['jax']}, "
+             f"MuJoCo {results['environment']['versions'].get('mujoco', '?')}, "
+             f"{results['environment']['cpu_count']} CPU cores "
+             f"({', '.join(results['environment']['devices'])}); {results['seconds']:.0f} s "
+             "(this invocation).", "",
              "| task | method | failures | recovery | retry | future OOD | retention |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in results["rows"]:
@@ -126,8 +129,50 @@ def markdown(results: dict[str, Any]) -> str:
               "| task | future OOD | in distribution |", "| --- | --- | --- |"]
     for row in results["base"]:
         lines.append(f"| {row['task']} | {_cell(row['future'])} | {_cell(row['retention'])} |")
+    lines += story(results)
     lines += ["", *NOTES, "", *[f"![{name}]({name})" for name in results["figures"]]]
     return "\n".join(lines) + "\n"
+
+
+def story(results: dict[str, Any]) -> list[str]:
+    """Markdown: the first repaired failure of each task, from detection to the outcome."""
+    lines = []
+    for task, entries in results["collected"].items():
+        kept = [e for e in entries if e["kept"]]
+        units = [u for u in results["units"] if kept and u["failure"] == kept[0]["name"]
+                 and u.get("repaired")]
+        if not units:
+            continue
+        entry, unit = kept[0], next((u for u in units if u["method"] == "repair:svgd"),
+                                    units[0])
+        info = unit["repair"]
+        replaced = [r for r in unit["recoveries"] if r["action"] == "replace"][0]
+        skills = ", ".join(f"{s['skill']}({s['obj']}" + (f" on {s['support']}"
+                                                         if s["support"] >= 0 else "") + ")"
+                           for s in replaced["plan"]["skills"])
+        lines += ["", f"## {task}: failure `{entry['name']}`, step by step ({unit['method']})",
+                  "",
+                  f"1. Detected after step {entry['step']} "
+                  f"({entry.get('skill', {}).get('skill', '?')}): "
+                  f"{'; '.join(entry.get('mismatch', [])) or 'see the failure file'}.",
+                  f"2. Real2Sim replay in the nominal simulator: `{entry['predicted_class']}` "
+                  f"(ground truth `{entry['true_class']}`), so the model is repaired.",
+                  f"3. Generated {info['pairs']} (state, action) pairs in "
+                  f"{info['generation_seconds']:.1f} s (+{info['compile_seconds']:.1f} s compile);"
+                  f" {info['reproduction']:.0%} of the states reproduce the failure's relations "
+                  f"in simulation; diversity {info['diversity']:.3f} m.",
+                  f"4. Labelled in MuJoCo in {info['labelling_seconds']:.1f} s: {info['labels']} "
+                  f"kept, {info['dropped']} dropped ({info['label_status']}).",
+                  f"5. Fine-tuned with replay in {info['finetune_seconds']:.1f} s.",
+                  f"6. Replanned in {replaced['plan_seconds']:.1f} s: {skills} (goal "
+                  f"probability {replaced['plan']['goal_probability']:.2f}).",
+                  f"7. Outcome: recovery {'succeeded' if unit['recovery'] else 'failed'}"
+                  + (f" (unmet: {', '.join(unit['unmet_goal'])})" if unit["unmet_goal"] else "")
+                  + f"; retry {'succeeded' if unit['retry'] else 'failed'}; future OOD "
+                  f"{sum(e['success'] for e in unit['future'])}/{len(unit['future'])}, "
+                  f"retention {sum(e['success'] for e in unit['retention'])}/"
+                  f"{len(unit['retention'])}."]
+    return lines
 
 
 NOTES = (

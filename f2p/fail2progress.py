@@ -26,12 +26,15 @@ class Classification(NamedTuple):
       label: one of CLASSES.
       simulated: [G] bool goal triples after the skill replayed in the nominal simulator.
       observed: [G] bool the same triples as read from the observation after the step.
+      mismatch: [G] bool the triples whose observation contradicted the prediction (the
+        detection), on which the replay is judged.
       status: the simulator's status name of the replay.
     """
 
     label: str
     simulated: np.ndarray
     observed: np.ndarray
+    mismatch: np.ndarray
     status: str
 
 
@@ -57,18 +60,23 @@ def _replay(simulator: Simulator, scene: Scene, skill: Skill, seed: int):
 def classify(failure: Failure, simulator: Simulator, seed: int = 0) -> Classification:
     """Replays the failed skill from the believed pre-step scene in the nominal simulator.
 
-    The same goal triples as observed after the step: the model's prediction was wrong
-    (`wrong_prediction`, repair). Other triples, or a replay the simulator flags: the world
-    differs from the simulator (`sim2real`, recorded, not repaired).
+    The replay reproduces what was observed on every goal triple that contradicted the
+    prediction: the model's prediction was wrong (`wrong_prediction`, repair). It does not, or
+    the simulator flags the replay: the world differs from the simulator (`sim2real`, recorded,
+    not repaired). Triples on which prediction and observation agree are not judged: there the
+    replay can only disagree with a reading the model shares (the relation head misreading a
+    contact, say), which says nothing about a gap between world and simulator.
     """
     check_failure(failure)
     relation, first, second = goal_triples(failure.goal, failure.belief_before.mask)
     outcome, status = _replay(simulator, failure.belief_before, failure.skill, seed)
     simulated = np.asarray(outcome.relations_post)[0][first, second, relation]
-    observed = np.asarray(failure.observed_relations)[first, second, relation] \
-        > failure.detection_threshold
-    same = status in USABLE_STATUSES and bool(np.all(simulated == observed))
-    return Classification(CLASSES[0] if same else CLASSES[1], simulated, observed,
+    threshold = failure.detection_threshold
+    observed = np.asarray(failure.observed_relations)[first, second, relation] > threshold
+    predicted = np.asarray(failure.predicted_relations)[first, second, relation] > threshold
+    mismatch = observed != predicted
+    same = status in USABLE_STATUSES and bool(np.all(simulated[mismatch] == observed[mismatch]))
+    return Classification(CLASSES[0] if same else CLASSES[1], simulated, observed, mismatch,
                           outcome.status_names[status])
 
 

@@ -110,6 +110,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.methods = "repair:svgd"
         config.oracle = False
         config.figure_generators = "svgd"
+        replay.num_transitions = 200  # the demo makes its own replay set: keep it quick
     elif variant == "tiny":
         config.checkpoint = ""  # tests set a tiny exported model
         config.tasks = "tabletop"  # a random model's tabletop plans are caught failing
