@@ -75,7 +75,9 @@ def classify(failure: Failure, simulator: Simulator, seed: int = 0) -> Classific
     observed = np.asarray(failure.observed_relations)[first, second, relation] > threshold
     predicted = np.asarray(failure.predicted_relations)[first, second, relation] > threshold
     mismatch = observed != predicted
-    same = status in USABLE_STATUSES and bool(np.all(simulated[mismatch] == observed[mismatch]))
+    # No contradicted triple means nothing was detected: nothing the replay could reproduce.
+    same = status in USABLE_STATUSES and bool(mismatch.any()) \
+        and bool(np.all(simulated[mismatch] == observed[mismatch]))
     return Classification(CLASSES[0] if same else CLASSES[1], simulated, observed, mismatch,
                           outcome.status_names[status])
 

@@ -141,21 +141,28 @@ def relation_weight(scene: Scene, movable, relation_term: str) -> np.ndarray:
 def pose_scene(failure: FailureScene, particle: jax.Array, yaw_scale: float) -> Scene:
     """The scene of a state particle: [K * 3] offsets (dx, dy, yaw_scale * dyaw) of movables.
 
-    z stays at the failure scene's (objects keep their supports). A child of a movable parent
-    moves rigidly with it (translation and turn about the parent's centre) plus its own offset.
+    z stays at the failure scene's (objects keep their supports). An object resting on or in a
+    movable parent moves rigidly with it (translation and turn about the parent's centre),
+    and so on down the chain (an item on an item in a bag rides with the bag), plus its own
+    offset.
     """
     scene = failure.scene
     offsets = particle.reshape(-1, POSE_DIMS) * failure.movable[:, None]
-    shift, turn = offsets[:, :2], offsets[:, 2] / yaw_scale
+    own_shift, own_turn = offsets[:, :2], offsets[:, 2] / yaw_scale
     parent = jnp.clip(failure.parent, 0)
     carried = (failure.parent >= 0) & failure.movable[parent]
-    relative = scene.pos[:, :2] - scene.pos[parent, :2]
-    relative3 = jnp.concatenate([relative, jnp.zeros_like(relative[:, :1])], axis=-1)
-    swung = rotate_z(relative3, turn[parent])[:, :2] - relative
-    ride = jnp.where(carried[:, None], shift[parent] + swung, 0.0)
-    xy = scene.pos[:, :2] + shift + ride
-    yaw = scene.yaw + turn + jnp.where(carried, turn[parent], 0.0)
-    return scene._replace(pos=jnp.concatenate([xy, scene.pos[:, 2:]], axis=-1), yaw=yaw)
+    xy0 = scene.pos[:, :2]
+    xy, turn = xy0 + own_shift, own_turn
+    # Each pass places every object relative to its parent's pose from the previous pass, so
+    # after K passes a chain of any depth (at most K - 1 links) is resolved; it is a fixed
+    # point, so extra passes change nothing.
+    for _ in range(failure.movable.shape[0]):
+        relative = rotate_z(xy0 - xy0[parent], turn[parent])
+        ridden = xy[parent] + relative + own_shift
+        xy = jnp.where(carried[:, None], ridden, xy0 + own_shift)
+        turn = jnp.where(carried, turn[parent] + own_turn, own_turn)
+    return scene._replace(pos=jnp.concatenate([xy, scene.pos[:, 2:]], axis=-1),
+                          yaw=scene.yaw + turn)
 
 
 def _bernoulli_log_likelihood(logits: jax.Array, target: jax.Array) -> jax.Array:
@@ -165,8 +172,9 @@ def _bernoulli_log_likelihood(logits: jax.Array, target: jax.Array) -> jax.Array
 
 def bernoulli_entropy(logits: jax.Array) -> jax.Array:
     """Elementwise entropy (nats) of Bernoulli(sigmoid(logits)); largest, log 2, at logits 0."""
-    p = jax.nn.sigmoid(logits)
-    return p * jax.nn.softplus(-logits) + (1.0 - p) * jax.nn.softplus(logits)
+    # 1 - p as sigmoid(-logits), not by subtraction: exact in float32 for large |logits|.
+    return (jax.nn.sigmoid(logits) * jax.nn.softplus(-logits)
+            + jax.nn.sigmoid(-logits) * jax.nn.softplus(logits))
 
 
 def rendered(failure: FailureScene, scene: Scene, num_points: int) -> jax.Array:
@@ -193,7 +201,8 @@ def prior_violation(failure: FailureScene, scene: Scene, workspace_radius: float
     """Summed squared violations (metres^2): interpenetration, unsupported, out of workspace.
 
     - interpenetration: for valid pairs with a movable member, neither resting in or on the
-      other, the smallest overlap of their world bounding boxes over x, y, z;
+      other (directly or down a chain of supports), the smallest overlap of their world
+      bounding boxes over x, y, z;
     - unsupported: how far a movable object's centre lies outside its parent's footprint;
     - workspace: how far a movable object is past workspace_radius from its failure pose.
     """
@@ -202,7 +211,12 @@ def prior_violation(failure: FailureScene, scene: Scene, workspace_radius: float
     gap = jnp.abs(scene.pos[:, None, :] - scene.pos[None, :, :])
     overlap = jnp.min(jax.nn.relu(half[:, None, :] + half[None, :, :] - gap - 1e-3), axis=-1)
     k = mask.shape[0]
-    related = (failure.parent[:, None] == jnp.arange(k)[None, :])
+    # An object rests on or in its parent, its parent's parent and so on: those may overlap.
+    parent_of = (failure.parent[:, None] == jnp.arange(k)[None, :]).astype(jnp.float32)
+    related = parent_of
+    for _ in range(k - 1):
+        related = jnp.minimum(related + related @ parent_of, 1.0)
+    related = related > 0
     pair = mask[:, None] & mask[None, :] & ~jnp.eye(k, dtype=bool) & ~related & ~related.T
     pair &= movable[:, None] | movable[None, :]
     penetration = 0.5 * jnp.sum(jnp.where(pair, overlap**2, 0.0))

@@ -36,7 +36,7 @@ def test_tiny_fail2progress_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     kept = [e for e in saved["collected"]["tabletop"] if e["kept"]]
     assert len(kept) == 1, "the untrained model's tabletop plans should be caught failing"
     methods = {u["method"] for u in saved["units"]}
-    assert methods == {"original", "repair:svgd", "repair:sampling"}
+    assert methods == {"original", "repair:svgd"}
     for unit in results["units"]:
         assert unit["same_failure"], "the unit replays the collected failure"
         assert set(unit) >= {"recovery", "retry", "future", "retention"}

@@ -118,11 +118,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.max_collection_episodes = 3
         config.num_future = 1
         config.num_retention = 1
-        config.methods = "original,repair:svgd,repair:sampling"
+        config.methods = "original,repair:svgd"
         config.oracle = False
         config.repair_classes = "wrong_prediction,sim2real"  # a random model's detections
         config.num_workers = 1
-        config.figure_generators = "svgd,sampling"
+        config.figure_generators = "svgd"
         planner.update(population=8, iterations=2, elites=2)
         objective.num_points = 32
         generation.update(num_states=2, num_actions=2, state_steps=2, action_steps=2,
