@@ -33,13 +33,14 @@ class RepairConfig(NamedTuple):
       objective: the ObjectiveConfig of the densities.
       generation: the GenerationConfig (N, M, steps).
       finetune_steps: optimiser steps of the fine-tune.
-      replay_fraction: share of each fine-tune batch replayed from the base data, in [0, 1).
+      replay_fraction: share of each fine-tune batch replayed from the base data, in [0, 1)
+        (see experiments/configs/fail2progress.py for how the default was chosen).
     """
 
     objective: ObjectiveConfig = ObjectiveConfig()
     generation: GenerationConfig = GenerationConfig()
     finetune_steps: int = 200
-    replay_fraction: float = 0.5
+    replay_fraction: float = 0.0
 
 
 class Repairer(NamedTuple):
@@ -180,14 +181,15 @@ def repair(repairer: Repairer, generator: str, failure: Failure, params, key: ja
         scenes, skills = _random_pairs(failure, budget, seed)
         info = {"generation_seconds": time.perf_counter() - started, "compile_seconds": 0.0,
                 "attempts": 0, "accepted": 0, "diversity": float("nan")}
-        reproduce_scenes = take_row(scenes, np.arange(0, budget, config.generation.num_actions))
-        arrays = {"poses": np.concatenate([reproduce_scenes.pos[..., :2],
-                                           reproduce_scenes.yaw[..., None]], axis=-1)}
+        arrays = {}
     else:
         scenes, skills, info, arrays = _targeted_pairs(repairer, generator, failure, params, key)
-        reproduce_scenes = take_row(scenes, np.arange(0, budget, config.generation.num_actions))
+    # One scene per state (each repeats for its M actions); random's N x M are all distinct.
+    states = take_row(scenes, np.arange(0, budget, config.generation.num_actions))
+    arrays.setdefault("poses", np.concatenate([states.pos[..., :2], states.yaw[..., None]],
+                                              axis=-1))
     started = time.perf_counter()
-    info["reproduction"] = reproduction(repairer.simulator, failure, reproduce_scenes, seed)
+    info["reproduction"] = reproduction(repairer.simulator, failure, states, seed)
     info["reproduction_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
     transitions, counts = repairer.label(scenes, skills, seed)

@@ -89,7 +89,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
     finetune = config.finetune = ml_collections.ConfigDict()
     finetune.steps = 200
-    finetune.replay_fraction = 0.5
+    # Share of each fine-tune batch replayed from base data. Chosen on the development seeds
+    # (failure seed 1000, evaluation seed 1001; tabletop): with 0.5 or 0.25 the repaired model
+    # still planned the failing skeleton on every fresh OOD scene (future OOD 0/10), with 0 it
+    # succeeded on 4/10 with in-distribution success kept at 10/10.
+    finetune.replay_fraction = 0.0
 
     # Base training data replayed while fine-tuning: made once per task by the data generator
     # (isaac_bridge.datagen) from a fixed seed and cached under workdir/replay/.
