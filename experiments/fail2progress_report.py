@@ -37,11 +37,14 @@ def summarise(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for rate in RATES:
             if rate in ("recovery", "retry"):
                 outcomes = [bool(u[rate]) for u in cell if rate in u]
-            else:
-                outcomes = [bool(e["success"]) for u in cell for e in u.get(rate, [])]
+            else:  # an unrepaired model's episodes are the base agent's, counted once
+                outcomes = list({(u["failure"] if u.get("repaired") else "base", e["episode"]):
+                                 bool(e["success"]) for u in cell for e in u.get(rate, [])
+                                 }.values())
             row[rate] = _rate(sum(outcomes), len(outcomes))
-        row["retention_detections"] = sum(bool(e["detected"]) for u in cell
-                                          for e in u.get("retention", []))
+        row["retention_detections"] = sum({(u["failure"] if u.get("repaired") else "base",
+                                            e["episode"]): bool(e["detected"]) for u in cell
+                                           for e in u.get("retention", [])}.values())
         repairs = [u["repair"] for u in cell if "repair" in u]
         recovered = [r for u in cell for r in u["recoveries"] if r["action"] == "replace"]
         for stage in STAGES:
@@ -163,7 +166,9 @@ def story(results: dict[str, Any]) -> list[str]:
                   f"in simulation; diversity {info['diversity']:.3f} m.",
                   f"4. Labelled in MuJoCo in {info['labelling_seconds']:.1f} s: {info['labels']} "
                   f"kept, {info['dropped']} dropped ({info['label_status']}).",
-                  f"5. Fine-tuned with replay in {info['finetune_seconds']:.1f} s.",
+                  f"5. Fine-tuned ({results['config']['finetune']['steps']} steps, replay "
+                  f"fraction {results['config']['finetune']['replay_fraction']}) in "
+                  f"{info['finetune_seconds']:.1f} s.",
                   f"6. Replanned in {replaced['plan_seconds']:.1f} s: {skills} (goal "
                   f"probability {replaced['plan']['goal_probability']:.2f}).",
                   f"7. Outcome: recovery {'succeeded' if unit['recovery'] else 'failed'}"
