@@ -261,10 +261,12 @@ def run_unit(entry: dict[str, Any], method: str, setup: Setup, config, workdir: 
     for role in ("future", "retention"):
         unit[role] = [whole_plan(s, params, setup, config) for s in specs[role]]
     name = unit_name(entry["name"], method)
-    np.savez(os.path.join(workdir, "generated", name + ".npz"), **repaired.generated)
-    generator = method[len(POLICY_PREFIX):]
-    if generator in parse_list(config.save_models, generation.GENERATOR_NAMES, "save_models") \
-            if str(config.save_models).strip() else []:
+    path = os.path.join(workdir, "generated", name + ".npz")
+    np.savez(path + ".partial.npz", **repaired.generated)  # renamed once complete
+    os.replace(path + ".partial.npz", path)
+    saved = (parse_list(config.save_models, generation.GENERATOR_NAMES, "save_models")
+             if str(config.save_models).strip() else [])
+    if method[len(POLICY_PREFIX):] in saved:
         export_params(os.path.join(workdir, "models", name), params,
                       setup.checkpoint_config, {"failure": entry["name"], "method": method,
                                                 "repair": repaired.info})
