@@ -15,6 +15,7 @@ import time
 from typing import Any, NamedTuple
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -85,18 +86,12 @@ def make_setup(config, workdir: str, names: list[str]) -> Setup:
     repairers = {}
     for name in names:
         directory = os.path.join(workdir, "replay", name)
-        replay_settings = {**config.replay.to_dict(), "num_points": num_points}
-        datagen.generate(tasks.get_task(name), "train", _Settings(replay_settings), directory,
-                         simulator)
+        replay_settings = ml_collections.ConfigDict({**config.replay.to_dict(),
+                                                     "num_points": num_points})
+        datagen.generate(tasks.get_task(name), "train", replay_settings, directory, simulator)
         repairers[name] = Repairer(model, state, simulator, label,
                                    dataset.load_dataset(directory), camera_positions, settings)
     return Setup(model, params, num_points, simulator, state, repairers, saved)
-
-
-class _Settings(dict):
-    """A dict read by attribute too (the data generator reads config.seed and config[key])."""
-
-    __getattr__ = dict.__getitem__
 
 
 def _agent(spec: EpisodeSpec, params, setup: Setup, config):

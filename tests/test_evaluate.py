@@ -1,35 +1,18 @@
 import json
 import os
 
-import jax
-import ml_collections
 import numpy as np
 import pytest
+from conftest import TINY_NUM_POINTS as NUM_POINTS
 
 from experiments import evaluate
 from experiments.configs import evaluate as evaluate_config
 from f2p import agent, tasks
 from f2p.io import failures
-from f2p.io.pretrained import PARAMS_FILE, export_params
-from f2p.models import SkillEffectModel
-from f2p.models import get_config as model_config
+from f2p.io.pretrained import PARAMS_FILE
 from f2p.planner import observe_scene
 from f2p.scene import REL
 from f2p.tasks import Goal
-
-NUM_POINTS = 32
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A freshly initialised tiny model exported the way the base model is."""
-    config = model_config("tiny")
-    config.data = ml_collections.ConfigDict({"num_points": NUM_POINTS})
-    model = SkillEffectModel(config.model)
-    params = model.init(jax.random.PRNGKey(0), 8, NUM_POINTS)
-    directory = str(tmp_path_factory.mktemp("checkpoint"))
-    export_params(directory, params, config)
-    return directory, model, params
 
 
 def _relations(k=4):

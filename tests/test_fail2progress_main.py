@@ -1,34 +1,15 @@
 import json
 import os
 
-import jax
-import ml_collections
 import pytest
 
 from experiments import fail2progress
 from experiments.configs import fail2progress as fail2progress_config
-from f2p.io.pretrained import export_params
-from f2p.models import SkillEffectModel
-from f2p.models import get_config as model_config
-
-NUM_POINTS = 32
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A freshly initialised tiny model exported the way the base model is."""
-    config = model_config("tiny")
-    config.data = ml_collections.ConfigDict({"num_points": NUM_POINTS})
-    model = SkillEffectModel(config.model)
-    params = model.init(jax.random.PRNGKey(0), 8, NUM_POINTS)
-    directory = str(tmp_path_factory.mktemp("checkpoint"))
-    export_params(directory, params, config)
-    return directory
 
 
 def test_tiny_fail2progress_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     config = fail2progress_config.get_config("tiny")
-    config.checkpoint = tiny_checkpoint
+    config.checkpoint = tiny_checkpoint[0]
     results = fail2progress.run(config, str(tmp_path))
     for name in ("results.json", "results.md", "rates.png"):
         assert os.path.getsize(tmp_path / name) > 0
@@ -59,7 +40,7 @@ def test_tiny_fail2progress_end_to_end_and_resume(tmp_path, tiny_checkpoint):
 
 def test_bad_configuration_is_refused(tmp_path, tiny_checkpoint):
     config = fail2progress_config.get_config("tiny")
-    config.checkpoint = tiny_checkpoint
+    config.checkpoint = tiny_checkpoint[0]
     config.methods = "original,repair:nope"
     with pytest.raises(ValueError, match="config.methods"):
         fail2progress.run(config, str(tmp_path))
