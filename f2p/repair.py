@@ -123,19 +123,30 @@ def _random_pairs(failure: Failure, count: int, seed: int) -> tuple[Scene, Skill
     return stack_rows(scenes), stack_rows(skills)
 
 
+def failure_data(model, params, failure: Failure, cameras, objective: ObjectiveConfig
+                 ) -> FailureScene:
+    """The generators' FailureScene, R^F read by the model (params) on the failure's O^F.
+
+    Args:
+      model, params: the relation head that reads the observed relations.
+      failure: the Failure (checked by fail2progress.failure_scene).
+      cameras: [C, 3] camera positions of the rendering Psi(S).
+      objective: the ObjectiveConfig.
+    """
+    observation = failure.observation_before
+    observed = jax.nn.sigmoid(model.decode_relations(
+        params, model.encode(params, observation.points, observation.mask, observation.kind,
+                             observation.half_extents), observation.mask))
+    return fail2progress.failure_scene(failure, observed, cameras, objective)
+
+
 def _targeted_pairs(repairer: Repairer, name: str, failure: Failure, params, key
                     ) -> tuple[Scene, Skill, dict, dict]:
     """Runs a targeted generator; returns (scenes [N M], skills [N M], info, arrays)."""
     config = repairer.config
     objective = config.objective
-    observed = jax.nn.sigmoid(repairer.model.decode_relations(
-        params, repairer.model.encode(params, failure.observation_before.points,
-                                      failure.observation_before.mask,
-                                      failure.observation_before.kind,
-                                      failure.observation_before.half_extents),
-        failure.observation_before.mask))
-    data = fail2progress.failure_scene(failure, observed, repairer.cameras(failure.belief_before),
-                                       objective)
+    data = failure_data(repairer.model, params, failure,
+                        repairer.cameras(failure.belief_before), objective)
     particles, timings = generation.generate_particles(name, key, repairer.model, params, data,
                                                        objective, config.generation)
     poses = generation.state_poses(data, particles.states, objective.yaw_scale)
