@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= workdirs/demo
 
-.PHONY: test demo svgd-demo lint sysdeps clean
+.PHONY: test demo svgd-demo report lint sysdeps clean
 
 # Open3D's import needs libusb-1.0 (Debian package libusb-1.0-0). Install it when we are root;
 # otherwise stop with a message that says what to do.
@@ -40,6 +40,11 @@ demo: sysdeps $(STAMP)
 # The SVGD toy benchmark (what `make demo` ran before Fail2Progress existed).
 svgd-demo: sysdeps $(STAMP)
 	$(PY) -m experiments.svgd_benchmark_main --config=experiments/configs/svgd_benchmark.py:demo --workdir=workdirs/svgd_demo
+
+# One Markdown report of every experiment's latest results (reports/report.md and its figures);
+# a section whose workdir has no results.json yet says so and names its command.
+report: $(STAMP)
+	$(PY) -m experiments.report_main --config=experiments/configs/report.py --output_dir=reports
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

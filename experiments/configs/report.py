@@ -1,0 +1,54 @@
+"""Config of report_main: which experiment workdirs go into the one report, in which order.
+
+Select a variant with --config=experiments/configs/report.py:VARIANT, VARIANT one of default
+(every experiment of DESIGN.md section 8, in reading order) or tiny (two sections, for tests,
+which point the paths at their own folders). A new study is one line of SECTIONS.
+"""
+
+import ml_collections
+
+VARIANTS = ("default", "tiny")
+
+_RUN = "python -m experiments.{module}_main --config=experiments/configs/{config} --workdir={path}"
+
+# (name, title, workdir, the command that writes the workdir's results.json), in report order.
+SECTIONS = (
+    ("base_agent", "Base agent in the real world", "workdirs/evaluate",
+     _RUN.format(module="evaluate", config="evaluate.py", path="workdirs/evaluate")),
+    ("main_table", "Main table: recovery from detected OOD failures", "workdirs/fail2progress",
+     _RUN.format(module="fail2progress", config="fail2progress.py",
+                 path="workdirs/fail2progress")),
+    ("demo", "The demo (`make demo`)", "workdirs/demo",
+     _RUN.format(module="fail2progress", config="fail2progress.py:demo", path="workdirs/demo")),
+    ("generalisation", "Generalisation to 5 and 7 objects", "workdirs/generalisation",
+     _RUN.format(module="generalisation", config="generalisation.py",
+                 path="workdirs/generalisation")),
+    ("sim2real", "Sim2Real: perception noise and friction gap", "workdirs/sim2real",
+     _RUN.format(module="sim2real", config="sim2real.py", path="workdirs/sim2real")),
+    ("efficiency", "Efficiency: generation time vs object count", "workdirs/efficiency",
+     _RUN.format(module="efficiency", config="efficiency.py", path="workdirs/efficiency")),
+    ("sweep", "Ablations", "workdirs/sweep",
+     _RUN.format(module="sweep", config="sweep.py", path="workdirs/sweep")),
+    ("scaling", "Scaling: particles x devices", "workdirs/scaling",
+     _RUN.format(module="scaling", config="scaling.py", path="workdirs/scaling")),
+    ("lifelong", "Lifelong: every classified failure repaired in turn", "workdirs/lifelong",
+     _RUN.format(module="lifelong", config="lifelong.py", path="workdirs/lifelong")),
+)
+
+
+def get_config(variant: str = "default") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"config variant: unknown {variant!r}; allowed: {', '.join(VARIANTS)}")
+    sections = SECTIONS if variant == "default" else SECTIONS[:2]
+    config = ml_collections.ConfigDict()
+    config.title = "f2p: results of every experiment"
+    # "name=workdir,name=workdir": the report's sections in order (names: lower_snake_case).
+    # A ConfigDict sorts its keys, so the order lives in this one string.
+    config.sections = ",".join(f"{name}={path}" for name, _, path, _ in sections)
+    # Per section name: the command that makes its results.json (every section needs one) and
+    # an optional heading (default: the name).
+    config.commands = ml_collections.ConfigDict({name: run for name, _, _, run in sections})
+    config.titles = ml_collections.ConfigDict({name: title for name, title, _, _ in sections})
+    config.results_file = "results.json"  # read in each workdir
+    config.markdown_file = "results.md"  # copied in, its headings demoted below the section's
+    return config
