@@ -1,0 +1,182 @@
+"""Efficiency study: generation time of svgd, gradient and sampling vs object count.
+
+run(config, workdir) collects the first detected OOD failure per task and object count (the
+repair loop's collection, isaac_bridge.loop) and times every generator on it at the same label
+budget N x M: compile time apart, then the median of `repeats` runs with fresh keys. Sampling
+runs until its N states pass the rejection test (or its draw bound), so its cost is the time to
+fill the budget; its attempts and acceptance rate are recorded. Every (task, count, generator)
+cell is its own JSON file under rows/, so a stopped run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from f2p import generation, tasks
+from f2p.io import failures, reporting
+from f2p.io.config import as_named_tuple, parse_list
+from f2p.objectives import ObjectiveConfig, check_objective_config
+from f2p.repair import failure_data
+from isaac_bridge import loop
+
+COLUMNS = ("task", "objects", "generator", "compile_s", "seconds", "vs_svgd", "attempts",
+           "accepted", "acceptance", "diversity")
+
+
+def settings(config) -> tuple[ObjectiveConfig, generation.GenerationConfig]:
+    """The objective and generation configs of config, checked."""
+    objective = check_objective_config(as_named_tuple(config.objective, ObjectiveConfig,
+                                                      "objective"))
+    return objective, generation.check_generation_config(as_named_tuple(
+        config.generation, generation.GenerationConfig, "generation"))
+
+
+def time_generator(name: str, model, params, data, objective, config, repeats: int
+                   ) -> dict[str, Any]:
+    """Compile time and the median wall time of `repeats` runs of one generator on one failure.
+
+    The first call compiles (or reuses an executable of the same shapes: compile_s 0) and is
+    not timed; the timed runs use keys 1..repeats.
+    """
+    _, first = generation.generate_particles(name, jax.random.PRNGKey(0), model, params, data,
+                                             objective, config)
+    seconds, runs = [], []
+    for index in range(1, repeats + 1):
+        particles, timing = generation.generate_particles(
+            name, jax.random.PRNGKey(index), model, params, data, objective, config)
+        seconds.append(timing["seconds"])
+        runs.append(particles)
+    attempts = [int(p.attempts) for p in runs]
+    accepted = [int(np.sum(np.asarray(p.accepted))) for p in runs]
+    poses = generation.state_poses(data, runs[-1].states, objective.yaw_scale)
+    row = {"generator": name, "compile_s": first["compile_seconds"],
+           "seconds": float(np.median(seconds)), "all_seconds": seconds,
+           "budget": config.num_states * config.num_actions,
+           "diversity": generation.diversity(poses, np.asarray(data.movable),
+                                             objective.yaw_scale)}
+    if name == "sampling":
+        # accepted <= N slots filled; once full the sampler stops drawing, so filled/attempts
+        # is the acceptance rate up to the last draw's surplus.
+        row.update(attempts=float(np.median(attempts)), accepted=float(np.median(accepted)),
+                   acceptance=float(np.sum(accepted) / max(np.sum(attempts), 1)),
+                   filled=bool(min(accepted) == config.num_states))
+    return row
+
+
+def first_failure(name: str, count: int, setup: loop.Setup, config, workdir: str):
+    """(entry, Failure) of the first detected failure at `count` objects, or (None, None)."""
+    entries = loop.collect(name, setup, config, workdir, object_count=count)
+    for entry in entries:
+        if entry["kept"]:
+            path = os.path.join(workdir, "failures", entry["failure_file"])
+            return entry, failures.load_failure(path)
+    return None, None
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """Times every generator on one failure per task and object count; writes the results.
+
+    Returns:
+      The results dict written to results.json.
+    """
+    names = parse_list(config.tasks, tasks.task_names(), "tasks")
+    counts = parse_list(config.object_counts, tasks.OBJECT_COUNTS, "object_counts", int)
+    generators = parse_list(config.generators, generation.TARGETED, "generators")
+    if int(config.repeats) < 1:
+        raise ValueError(f"repeats: must be >= 1, got {config.repeats}")
+    objective, gen_config = settings(config)
+    os.makedirs(os.path.join(workdir, "rows"), exist_ok=True)
+    setup = loop.make_setup(config, workdir, names, repairers=False)
+    cells = [(name, count, generator) for name in names for count in counts
+             for generator in generators]
+    rows, started, done = [], time.perf_counter(), 0
+    for index, (name, count, generator) in enumerate(cells):
+        path = os.path.join(workdir, "rows", f"{name}-n{count}-{generator}.json")
+        fresh = not os.path.exists(path)
+
+        def make(name=name, count=count, generator=generator):
+            entry, failure = first_failure(name, count, setup, config, workdir)
+            if failure is None:
+                return {"task": name, "objects": count, "generator": generator,
+                        "failure": None, "note": "no detected failure in the OOD episodes"}
+            data = failure_data(setup.model, setup.params, failure,
+                                loop.camera_positions(failure.belief_before), objective)
+            row = time_generator(generator, setup.model, setup.params, data, objective,
+                                 gen_config, int(config.repeats))
+            return {"task": name, "objects": count, "failure": entry["name"],
+                    "failure_class": entry["predicted_class"], **row}
+
+        rows.append(loop.read_or_make(path, make))
+        if fresh:
+            done += 1
+            rate = done / (time.perf_counter() - started)
+            logging.info("[%d/%d] %s n%d %s: %.3f s | %.3f cells/s, ETA %.0f s", index + 1,
+                         len(cells), name, count, generator, rows[-1].get("seconds", np.nan),
+                         rate, (len(cells) - index - 1) / rate)
+    return write(workdir, config, rows)
+
+
+def _with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    svgd_seconds = {(r["task"], r["objects"]): r["seconds"] for r in rows
+                    if r["generator"] == "svgd" and "seconds" in r}
+    out = []
+    for row in rows:
+        reference = svgd_seconds.get((row["task"], row["objects"]))
+        ratio = row["seconds"] / reference if reference and "seconds" in row else None
+        out.append({**row, "vs_svgd": ratio})
+    return out
+
+
+def write(workdir: str, config, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """results.json, results.md (one row per task x count x generator) and times.png."""
+    rows = _with_ratios(rows)
+    _, gen_config = settings(config)
+    results = {"config": config.to_dict(), "environment": reporting.environment(),
+               "rows": rows, "figures": ["times.png"]}
+    formats = {"compile_s": ".1f", "seconds": ".3f", "vs_svgd": ".2f", "attempts": ".0f",
+               "accepted": ".0f", "acceptance": ".4f", "diversity": ".4f"}
+    lines = ["# Efficiency: generation time vs object count", "",
+             f"Label budget N x M = {gen_config.num_states} x {gen_config.num_actions} per "
+             f"generator; seconds = median of {config.repeats} runs after the compile "
+             "(compile_s 0: an executable of the same shapes was reused); vs_svgd = seconds / "
+             f"svgd's on the same failure. Sampling draws {gen_config.sampling_batch} proposals "
+             f"at a time until N states pass its test or {gen_config.sampling_max_draws} draws; "
+             "attempts = proposals evaluated, accepted = states filled (median), acceptance = "
+             "filled / attempts over the runs.", "",
+             reporting.markdown_table(rows, COLUMNS, formats),
+             "![times](times.png)", ""]
+    environment = results["environment"]
+    lines.append(f"jax {environment['versions']['jax']}, devices {environment['devices']}, "
+                 f"{environment['cpu_count']} CPU cores.")
+    reporting.write_json(os.path.join(workdir, "results.json"), results)
+    reporting.write_text(os.path.join(workdir, "results.md"), "\n".join(lines) + "\n")
+    _figure(os.path.join(workdir, "times.png"), rows)
+    return results
+
+
+def _figure(path: str, rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({row["task"] for row in rows})
+    figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for axis, name in zip(axes[0], names, strict=True):
+        for generator in sorted({row["generator"] for row in rows}):
+            cells = sorted((r["objects"], r["seconds"]) for r in rows if r["task"] == name
+                           and r["generator"] == generator and "seconds" in r)
+            if cells:
+                axis.plot(*zip(*cells, strict=True), marker="o", label=generator)
+        axis.set_yscale("log")
+        axis.set_title(name)
+        axis.set_xlabel("objects")
+        axis.set_ylabel("generation seconds (log)")
+        axis.legend(fontsize=8)
+    reporting.save_figure(path, figure)
