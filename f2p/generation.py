@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -11,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from f2p import objectives, svgd
+from f2p import objectives, sharding, svgd
 from f2p.baselines import rejection_sampling, run_until_full
 from f2p.objectives import POSE_DIMS, FailureScene, ObjectiveConfig
 
@@ -35,6 +38,8 @@ class GenerationConfig(NamedTuple):
       sampling_batch: proposals per rejection-sampling draw.
       sampling_max_draws: bound on rejection-sampling draws; slots still empty then are
         filled with rejected proposals (and counted).
+      bandwidth_scale: factor on SVGD's median-heuristic bandwidth in both stages (1.0: the
+        heuristic itself; larger spreads the repulsion wider).
     """
 
     num_states: int = 20
@@ -47,6 +52,7 @@ class GenerationConfig(NamedTuple):
     proposal_std: float = 0.04
     sampling_batch: int = 64
     sampling_max_draws: int = 64
+    bandwidth_scale: float = 1.0
 
 
 def check_generation_config(config: GenerationConfig) -> GenerationConfig:
@@ -58,7 +64,8 @@ def check_generation_config(config: GenerationConfig) -> GenerationConfig:
     for field in ("state_steps", "action_steps", "sampling_batch", "sampling_max_draws"):
         if int(getattr(config, field)) < 1:
             raise ValueError(f"generation.{field}: must be >= 1, got {getattr(config, field)}")
-    for field in ("state_learning_rate", "action_learning_rate", "init_std", "proposal_std"):
+    for field in ("state_learning_rate", "action_learning_rate", "init_std", "proposal_std",
+                  "bandwidth_scale"):
         if not float(getattr(config, field)) > 0:
             raise ValueError(f"generation.{field}: must be > 0, got {getattr(config, field)}")
     return config
@@ -89,11 +96,11 @@ class Particles(NamedTuple):
     state_log_prob: Any
 
 
-def _stage_generator(name: str, log_prob, learning_rate: float) -> svgd.Generator:
+def _stage_generator(name: str, log_prob, learning_rate, bandwidth_scale) -> svgd.Generator:
     optimizer = optax.adam(learning_rate)
     if name == "gradient":
         return svgd.gradient(log_prob, optimizer)
-    return svgd.svgd(log_prob, optimizer)
+    return svgd.svgd(log_prob, optimizer, bandwidth_scale=bandwidth_scale)
 
 
 def _matching_relations(model, config: ObjectiveConfig, failure: FailureScene, params,
@@ -114,8 +121,8 @@ def _matching_relations(model, config: ObjectiveConfig, failure: FailureScene, p
 
 
 def _states(name: str, model, objective: ObjectiveConfig, config: GenerationConfig, key,
-            params, failure: FailureScene):
-    """Stage 1: [N, K * 3] states, [N] accepted, attempts."""
+            params, failure: FailureScene, mesh):
+    """Stage 1: [N, K * 3] states (split over mesh when given), [N] accepted, attempts."""
     num_slots = failure.movable.shape[0]
     shape = (config.num_states, num_slots * POSE_DIMS)
     movable = jnp.repeat(failure.movable, POSE_DIMS).astype(jnp.float32)
@@ -135,20 +142,27 @@ def _states(name: str, model, objective: ObjectiveConfig, config: GenerationConf
         # Slots the draws never filled take fresh (rejected) proposals: the budget is fixed.
         filler = propose(init_key, config.num_states, None)
         states = jnp.where(state.accepted[:, None], state.particles, filler)
-        return states, state.accepted, state.attempts
+        # The draws fill one buffer in order (a scatter by count), so they run unsplit; only
+        # the result is split, for stage 2.
+        return sharding.split(states, mesh), state.accepted, state.attempts
     log_prob = functools.partial(objectives.state_log_prob, model, objective)
-    generator = _stage_generator(name, log_prob, config.state_learning_rate)
+    generator = _stage_generator(name, log_prob, config.state_learning_rate,
+                                 config.bandwidth_scale)
     initial = jax.random.normal(init_key, shape) * config.init_std * movable
+    # Split before the scan: GSPMD carries the split through the loop and inserts the
+    # collectives that SVGD's kernel (it couples all N particles) needs.
+    initial = sharding.split(initial, mesh)
     final, _ = svgd.run(generator, run_key, initial, config.state_steps, (params, failure))
     states = final.particles * movable  # frozen slots stay exactly at the failure scene
-    return states, jnp.ones(config.num_states, bool), jnp.zeros((), jnp.int32)
+    return (sharding.split(states, mesh), jnp.ones(config.num_states, bool),
+            jnp.zeros((), jnp.int32))
 
 
 def _actions(name: str, model, objective: ObjectiveConfig, config: GenerationConfig, key,
-             params, failure: FailureScene, states):
-    """Stage 2: [N, M, 2] actions, vmapped over the states."""
+             params, failure: FailureScene, states, mesh):
+    """Stage 2: [N, M, 2] actions, vmapped over the states (split along N over mesh)."""
     anchor = failure.skill.params
-    keys = jax.random.split(key, config.num_states)
+    keys = sharding.split(jax.random.split(key, config.num_states), mesh)
 
     def gaussian(action_key):
         noise = jax.random.normal(action_key, (config.num_actions, 2))
@@ -158,7 +172,8 @@ def _actions(name: str, model, objective: ObjectiveConfig, config: GenerationCon
         actions = jax.vmap(gaussian)(keys)
     else:
         log_prob = functools.partial(objectives.action_log_prob, model, objective)
-        generator = _stage_generator(name, log_prob, config.action_learning_rate)
+        generator = _stage_generator(name, log_prob, config.action_learning_rate,
+                                     config.bandwidth_scale)
 
         def one(action_key, state):
             latents = objectives.state_latents(model, params, failure, state, objective)
@@ -168,59 +183,196 @@ def _actions(name: str, model, objective: ObjectiveConfig, config: GenerationCon
             return final.particles
 
         actions = jax.vmap(one)(keys, states)
-    return jnp.clip(actions, failure.low, failure.high)
+    return sharding.split(jnp.clip(actions, failure.low, failure.high), mesh)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _generate_compiled(name, model, objective, config, key, params, failure):
+def _generate(name, model, objective, config, mesh, key, params, failure) -> Particles:
+    """Both stages; objective and config may hold traced scalars (generate_sweep's)."""
     state_key, action_key = jax.random.split(key)
     states, accepted, attempts = _states(name, model, objective, config, state_key, params,
-                                         failure)
-    actions = _actions(name, model, objective, config, action_key, params, failure, states)
+                                         failure, mesh)
+    actions = _actions(name, model, objective, config, action_key, params, failure, states,
+                       mesh)
     log_prob = jax.vmap(lambda s: objectives.state_log_prob(model, objective, s,
                                                             (params, failure)))(states)
+    accepted, log_prob = sharding.split((accepted, log_prob), mesh)
     return Particles(states, actions, accepted, attempts, log_prob)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _generate_compiled(name, model, objective, config, mesh, key, params, failure):
+    return _generate(name, model, objective, config, mesh, key, params, failure)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _sweep_compiled(name, model, objective, config, mesh, key, params, failure, values):
+    def one(point):  # one sweep point: {"section.field": traced scalar}
+        traced_objective, traced_config = _with_values(objective, config, point)
+        return _generate(name, model, traced_objective, traced_config, mesh, key, params,
+                         failure)
+
+    return jax.vmap(one)(values)  # key, params and failure are shared by every point
+
+
+SWEEPABLE = (
+    *(f"objective.{field}" for field in ("relation_weight", "chamfer_sigma", "prior_weight",
+                                         "prior_scale", "workspace_radius", "temperature",
+                                         "entropy_weight", "action_sigma")),
+    *(f"generation.{field}" for field in ("state_learning_rate", "action_learning_rate",
+                                          "init_std", "proposal_std", "bandwidth_scale")),
+)
+"""Fields generate_sweep traces: scalars read only by arithmetic, so no shape or branch moves.
+
+Counts, steps, num_points and relation_term change shapes or the program; yaw_scale changes
+the states' own units (the particles hold yaw_scale * dyaw)."""
+
+_DEFAULTS = {"objective": ObjectiveConfig._field_defaults,
+             "generation": GenerationConfig._field_defaults}
+
 _COMPILED: dict[Any, Any] = {}
-"""Compiled generations by (name, model, configs, argument shapes): compile time is timed apart."""
+"""Compiled generations by (kind, name, model, configs, mesh, argument shapes): compile time is
+timed apart. generate_particles and generate_sweep share it (their keys differ in kind)."""
+
+
+def clear_compiled() -> None:
+    """Drops every cached compilation (a long sweep of shapes need not keep them all)."""
+    _COMPILED.clear()
+
+
+def _check_targeted(name: str, objective: ObjectiveConfig, config: GenerationConfig) -> None:
+    check_generator(name)
+    if name not in TARGETED:
+        raise ValueError(f"generator: {name!r} draws from the task's training distribution; "
+                         f"targeted generation runs only {', '.join(TARGETED)}")
+    objectives.check_objective_config(objective)
+    check_generation_config(config)
+
+
+def _run_cached(cache_key, compiled_fn, static, arguments) -> tuple[Any, dict[str, float]]:
+    """Compiles compiled_fn(*static, *arguments) once per cache_key, runs it, times both."""
+    shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), arguments)
+    cache_key = (*cache_key, jax.tree.structure(arguments), tuple(jax.tree.leaves(shapes)))
+    compile_seconds = 0.0
+    if cache_key not in _COMPILED:
+        started = time.perf_counter()
+        _COMPILED[cache_key] = compiled_fn.lower(*static, *arguments).compile()
+        compile_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    result = jax.block_until_ready(_COMPILED[cache_key](*arguments))
+    return result, {"compile_seconds": compile_seconds,
+                    "seconds": time.perf_counter() - started}
 
 
 def generate_particles(name: str, key: jax.Array, model, params, failure: FailureScene,
-                       objective: ObjectiveConfig, config: GenerationConfig
+                       objective: ObjectiveConfig, config: GenerationConfig,
+                       mesh: jax.sharding.Mesh | None = None
                        ) -> tuple[Particles, dict[str, float]]:
-    """Runs a targeted generator: one compiled function per (name, model, configs, shapes).
+    """Runs a targeted generator: one compiled function per (name, model, configs, mesh, shapes).
 
     The parameters and the failure are traced arguments, so a fine-tuned model or another
     failure with the same slot count reuses the compilation.
 
+    Args:
+      mesh: None (one device), or a 1-D Mesh (f2p.sharding.particle_mesh) that the state axis
+        is split over: stage 1's N particles and stage 2's [N, M] actions along N. The
+        results equal the unsharded run's up to float rounding (reductions over particles
+        are summed in another order).
+
     Returns:
       (particles, timings): timings holds "compile_seconds" (0 when reused) and "seconds",
-      the wall time of the run itself, blocked until done.
+      the wall time of the run itself, blocked until done. With a mesh, the arrays with an N
+      axis come back split over its devices.
 
     Raises:
-      ValueError: an unknown or untargeted generator name, or a bad config field.
+      ValueError: an unknown or untargeted generator name, a bad config field, or a mesh
+        whose device count does not divide num_states.
     """
-    check_generator(name)
-    if name not in TARGETED:
-        raise ValueError(f"generator: {name!r} draws from the task's training distribution; "
-                         f"generate_particles runs only {', '.join(TARGETED)}")
-    objectives.check_objective_config(objective)
-    check_generation_config(config)
-    arguments = (key, params, failure)
-    shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), arguments)
-    cache_key = (name, model, objective, config, jax.tree.structure(arguments),
-                 tuple(jax.tree.leaves(shapes)))
-    compile_seconds = 0.0
-    if cache_key not in _COMPILED:
-        started = time.perf_counter()
-        _COMPILED[cache_key] = _generate_compiled.lower(name, model, objective, config,
-                                                        *arguments).compile()
-        compile_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    particles = jax.block_until_ready(_COMPILED[cache_key](*arguments))
-    return particles, {"compile_seconds": compile_seconds,
-                       "seconds": time.perf_counter() - started}
+    _check_targeted(name, objective, config)
+    sharding.check_mesh(mesh, config.num_states)
+    return _run_cached(("particles", name, model, objective, config, mesh), _generate_compiled,
+                       (name, model, objective, config, mesh), (key, params, failure))
+
+
+def check_sweep(sweep: Mapping[str, Sequence[float]], objective: ObjectiveConfig,
+                config: GenerationConfig) -> dict[str, np.ndarray]:
+    """Returns {field: [S] float32 values} of a sweep spec, or raises ValueError.
+
+    Every field must be in SWEEPABLE, every value a finite real number (not a bool or a
+    string) that the config checks accept, and all fields zip: the same length S >= 1.
+    """
+    if not isinstance(sweep, Mapping) or not sweep:
+        raise ValueError(f"sweep: expected a non-empty mapping of fields to value lists; "
+                         f"sweepable: {', '.join(SWEEPABLE)}")
+    values, length = {}, None
+    for field, raw in sweep.items():
+        if field not in SWEEPABLE:
+            section, _, name = str(field).partition(".")
+            why = ("changes shapes or the compiled program"
+                   if name in _DEFAULTS.get(section, {}) else "unknown field")
+            raise ValueError(f"sweep.{field}: {why}; sweepable: {', '.join(SWEEPABLE)}")
+        raw = raw.tolist() if isinstance(raw, np.ndarray) and raw.ndim == 1 else raw
+        if isinstance(raw, str | bytes) or not isinstance(raw, Sequence) or len(raw) == 0:
+            raise ValueError(f"sweep.{field}: expected a non-empty list of numbers, got {raw!r}")
+        for value in raw:
+            if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value):
+                raise ValueError(f"sweep.{field}: {value!r} is not a finite number")
+            section, name = field.split(".")
+            if section == "objective":  # the configs' own checks: sigma > 0, weights >= 0
+                objectives.check_objective_config(objective._replace(**{name: float(value)}))
+            else:
+                check_generation_config(config._replace(**{name: float(value)}))
+        if length is not None and len(raw) != length:
+            raise ValueError(f"sweep.{field}: {len(raw)} values, but {next(iter(sweep))} has "
+                             f"{length}; swept fields zip, so all need the same length")
+        length = len(raw)
+        values[field] = np.asarray(raw, np.float32)
+    return values
+
+
+def _with_values(objective: ObjectiveConfig, config: GenerationConfig,
+                 values: Mapping[str, Any]) -> tuple[ObjectiveConfig, GenerationConfig]:
+    """The configs with the swept fields replaced (by traced scalars inside the sweep)."""
+    split = [(*field.split("."), value) for field, value in values.items()]
+    return (objective._replace(**{name: v for section, name, v in split if section == "objective"}),
+            config._replace(**{name: v for section, name, v in split if section == "generation"}))
+
+
+def generate_sweep(name: str, key: jax.Array, model, params, failure: FailureScene,
+                   objective: ObjectiveConfig, config: GenerationConfig,
+                   sweep: Mapping[str, Sequence[float]], mesh: jax.sharding.Mesh | None = None
+                   ) -> tuple[Particles, dict[str, float]]:
+    """Runs one generator for S settings of scalar hyperparameters in one vmapped compilation.
+
+    The swept fields (names from SWEEPABLE, e.g. "objective.entropy_weight",
+    "generation.bandwidth_scale") zip: point s sets every field to its s-th value. They are
+    traced, so new values of the same fields and length reuse the compilation; the key, the
+    parameters and the failure are the same for every point, so the slices differ only by
+    the hyperparameters. Slice s matches generate_particles with those values in the configs
+    up to float rounding (constants folded there are computed in the program here).
+
+    Args:
+      sweep: {field: S values}; the configs' own values of those fields are ignored.
+      mesh: as for generate_particles (the state axis, not the sweep axis, is split).
+
+    Returns:
+      (particles with a leading [S] axis on every array, timings as generate_particles').
+
+    Raises:
+      ValueError: as generate_particles, and for a bad sweep spec (check_sweep): an unknown
+        or shape-changing field (the message lists SWEEPABLE), an empty list, a non-numeric
+        or refused value, fields of different lengths.
+    """
+    _check_targeted(name, objective, config)
+    sharding.check_mesh(mesh, config.num_states)
+    values = check_sweep(sweep, objective, config)
+    # Swept fields take their defaults in the static configs: their values there are unused,
+    # and equal static configs share one compilation.
+    base_objective, base_config = _with_values(objective, config, {
+        field: _DEFAULTS[field.split(".")[0]][field.split(".")[1]] for field in values})
+    static = (name, model, base_objective, base_config, mesh)
+    return _run_cached(("sweep", *static), _sweep_compiled, static,
+                       (key, params, failure, values))
 
 
 def state_poses(failure: FailureScene, states, yaw_scale: float) -> np.ndarray:

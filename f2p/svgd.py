@@ -110,8 +110,19 @@ def rms_pairwise_distance(x: jax.Array) -> jax.Array:
     return jnp.sqrt(2.0 * num / max(num - 1, 1) * spread)
 
 
+def _is_one(value: Any) -> bool:
+    """True for the Python (or NumPy) number 1; False for anything traced or array-valued."""
+    return isinstance(value, int | float | np.number) and value == 1
+
+
+def _is_positive(value: Any) -> bool:
+    """True when value is traced (it cannot be read) or all of it is > 0."""
+    return isinstance(value, jax.core.Tracer) or bool(np.all(np.asarray(value) > 0))
+
+
 def stein_direction(x: jax.Array, score: jax.Array, kernel: str = "rbf",
-                    bandwidth: float | jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                    bandwidth: float | jax.Array | None = None,
+                    bandwidth_scale: float | jax.Array = 1.0) -> tuple[jax.Array, jax.Array]:
     """phi*(x_i) = (1/N) sum_j [k(x_j, x_i) score(x_j) + grad_{x_j} k(x_j, x_i)].
 
     The first term pulls particles up the density (kernel-smoothed scores), the second pushes
@@ -124,9 +135,10 @@ def stein_direction(x: jax.Array, score: jax.Array, kernel: str = "rbf",
     Args:
       x: [N, D] particles; score: [N, D] grad log p at the particles.
       kernel: a name in kernels.KERNELS; bandwidth: h > 0 or None for the median heuristic.
+      bandwidth_scale: factor (> 0, may be traced) on h; the Python number 1.0 leaves h as is.
 
     Returns:
-      (phi [N, D], the bandwidth used).
+      (phi [N, D], the bandwidth used, scale included).
     """
     num = x.shape[0]
     # phi depends on x only through differences x_j - x_i. Centred, the rounding of the
@@ -135,6 +147,8 @@ def stein_direction(x: jax.Array, score: jax.Array, kernel: str = "rbf",
     x = x - jnp.mean(x, axis=0)
     sq = kernels.pairwise_sq_dists(x)
     h = kernels.median_bandwidth(sq) if bandwidth is None else jnp.asarray(bandwidth, x.dtype)
+    if not _is_one(bandwidth_scale):  # skipped at 1.0: the unscaled program stays as it was
+        h = h * jnp.asarray(bandwidth_scale, x.dtype)
     if kernel == "rbf":
         gram = jnp.exp(-sq / h)
         row_sums = jnp.sum(gram, axis=1, keepdims=True)
@@ -184,7 +198,8 @@ def _init(optimizer: optax.GradientTransformation):
 
 
 def svgd(log_prob_fn: LogProbFn, optimizer: optax.GradientTransformation, kernel: str = "rbf",
-         bandwidth: float | jax.Array | None = None) -> Generator:
+         bandwidth: float | jax.Array | None = None,
+         bandwidth_scale: float | jax.Array = 1.0) -> Generator:
     """SVGD (Liu & Wang, 2016) as a Generator.
 
     Args:
@@ -196,14 +211,21 @@ def svgd(log_prob_fn: LogProbFn, optimizer: optax.GradientTransformation, kernel
       bandwidth: fixed h > 0, or None for the exact median heuristic h = med^2 / log(N + 1).
         It may be a traced scalar: built inside a jitted or vmapped function that takes h as
         an argument, a sweep over bandwidths compiles once (as optax's hyperparameters do).
+      bandwidth_scale: factor > 0 on h (fixed or median), may be traced likewise: sweeps
+        scale the median heuristic's bandwidth without fixing h. At 1.0 (the Python number)
+        the step is the unscaled one, bit for bit.
+
+    Raises:
+      ValueError: an unknown kernel, or a concrete bandwidth or bandwidth_scale <= 0.
     """
     kernels.get_kernel(kernel)
-    if bandwidth is not None and not isinstance(bandwidth, jax.core.Tracer) and not bool(
-            jnp.all(jnp.asarray(bandwidth) > 0)):
+    if bandwidth is not None and not _is_positive(bandwidth):
         raise ValueError(f"bandwidth: must be > 0 or None (median heuristic), got {bandwidth}")
+    if not _is_positive(bandwidth_scale):
+        raise ValueError(f"bandwidth_scale: must be > 0, got {bandwidth_scale}")
 
     def direction(x, score):
-        return stein_direction(x, score, kernel, bandwidth)
+        return stein_direction(x, score, kernel, bandwidth, bandwidth_scale)
 
     return Generator(_init(optimizer), _ascent_step(direction, log_prob_fn, optimizer))
 

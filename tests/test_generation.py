@@ -4,20 +4,16 @@ import jax
 import numpy as np
 import pytest
 
-from f2p import fail2progress, generation, tasks
+from f2p import generation, synthetic_failure
 from f2p.generation import TARGETED, GenerationConfig
-from f2p.geometry import render_points
 from f2p.io.failures import Failure
 from f2p.models import SkillEffectModel
 from f2p.models import get_config as model_config
 from f2p.objectives import POSE_DIMS, ObjectiveConfig
-from f2p.relations import hard_relations
-from f2p.scene import K_MAX, PICK_PLACE, Skill, stack_rows
-from f2p.world import Observation, WorldSnapshot
+from f2p.scene import K_MAX
 
 NUM_POINTS = 32
-CAMERAS = np.array([[-1.0, 0.0, 1.0], [-0.5, 0.0, 1.5]], np.float32)
-BAG, TABLE_B = 1, 0
+CAMERAS = synthetic_failure.CAMERAS
 # Two settings (each generator configuration compiles once, 10-30 s on two CPU cores). WIDE
 # (geometric term, 8 states, 30 state steps) is also the diversity test's, so its
 # compilations are shared; SMALL reads relations with the model.
@@ -37,25 +33,12 @@ def tiny_model():
 
 def make_failure(seed: int) -> Failure:
     """A transport failure record: a loaded bag carried to table B, points rendered exactly."""
-    task = tasks.get_task("transport")
-    scene = task.sample_scene(np.random.default_rng(seed), 3, "ood")
-    observation = Observation(np.asarray(render_points(scene, NUM_POINTS, CAMERAS)), scene.mask,
-                              None, scene.kind, scene.half_extents)
-    skill = Skill(np.int32(PICK_PLACE), np.int32(BAG), np.int32(TABLE_B),
-                  np.array([0.0, -0.2], np.float32))
-    relations = np.zeros((K_MAX, K_MAX, 9), np.float32)
-    return Failure(task="transport", goal=task.goal(scene), detection_threshold=0.5, step=0,
-                   plan=stack_rows([skill]), skill=skill, predicted_relations=relations,
-                   observed_relations=relations, observation_before=observation,
-                   observation_after=observation, belief_before=scene,
-                   snapshot_before=WorldSnapshot({}, {}), seeds={}, metadata={}, truth=None)
+    return synthetic_failure.make_failure(seed, NUM_POINTS, cameras=CAMERAS)
 
 
 def scene_data(failure: Failure, objective: ObjectiveConfig):
     """The FailureScene, R^F from the geometric rules on the believed scene."""
-    target = hard_relations(failure.belief_before, np.zeros((K_MAX, K_MAX), bool))
-    return fail2progress.failure_scene(failure, np.asarray(target, np.float32), CAMERAS,
-                                       objective)
+    return synthetic_failure.failure_data(failure, objective, CAMERAS)
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +161,102 @@ def test_bad_generator_names_and_counts_are_refused(tiny_model, failure):
     with pytest.raises(ValueError, match="objective.relation_term"):
         generate("svgd", objective=objective._replace(relation_term="points"))
     assert len(generation._COMPILED) == compiled  # refused before compiling anything
+
+
+# Three zipped points; the middle one is SMALL's own values (its compilation is shared).
+SWEEP = {"objective.entropy_weight": [0.0, 1.0, 4.0],
+         "objective.chamfer_sigma": [0.06, 0.03, 0.02],
+         "generation.bandwidth_scale": [0.25, 1.0, 4.0]}
+
+
+def _set(objective, config, sweep, index):
+    """The configs with point `index` of `sweep` written into them."""
+    for field, values in sweep.items():
+        section, name = field.split(".")
+        if section == "objective":
+            objective = objective._replace(**{name: values[index]})
+        else:
+            config = config._replace(**{name: values[index]})
+    return objective, config
+
+
+def test_a_sweep_compiles_once_and_each_slice_matches_its_own_run(tiny_model, failure):
+    model, params = tiny_model
+    objective, config = SMALL
+    data = scene_data(failure, objective)
+    key = jax.random.PRNGKey(5)
+    before = len(generation._COMPILED)
+    swept, timings = generation.generate_sweep("svgd", key, model, params, data, objective,
+                                               config, SWEEP)
+    assert len(generation._COMPILED) == before + 1 and timings["compile_seconds"] > 0
+    n, m = config.num_states, config.num_actions
+    assert swept.states.shape == (3, n, K_MAX * POSE_DIMS)
+    assert swept.actions.shape == (3, n, m, 2) and swept.state_log_prob.shape == (3, n)
+    assert swept.attempts.shape == (3,)
+    for index in range(3):
+        point_objective, point_config = _set(objective, config, SWEEP, index)
+        alone, _ = generation.generate_particles("svgd", key, model, params, data,
+                                                 point_objective, point_config)
+        # float32 rounding only: the sweep computes in the program what the static run folds.
+        for field in ("states", "actions", "state_log_prob"):
+            np.testing.assert_allclose(getattr(swept, field)[index], getattr(alone, field),
+                                       rtol=1e-5, atol=1e-5, err_msg=f"{field}, point {index}")
+    # One key for every point: the differences come from the hyperparameters alone.
+    assert not np.allclose(swept.states[0], swept.states[2], atol=1e-4)
+    assert not np.allclose(swept.actions[0], swept.actions[2], atol=1e-4)
+    # New values of the same fields and length reuse the compilation.
+    other = {field: values[::-1] for field, values in SWEEP.items()}
+    compiled = len(generation._COMPILED)
+    again, timings = generation.generate_sweep("svgd", key, model, params, data, objective,
+                                               config, other)
+    assert len(generation._COMPILED) == compiled and timings["compile_seconds"] == 0.0
+    np.testing.assert_allclose(again.states[0], swept.states[2], rtol=1e-6, atol=1e-7)
+
+
+def test_bad_sweeps_are_refused_before_compiling(tiny_model, failure):
+    model, params = tiny_model
+    objective, config = SMALL
+    data = scene_data(failure, objective)
+    compiled = len(generation._COMPILED)
+
+    def sweep(spec):
+        return generation.generate_sweep("svgd", jax.random.PRNGKey(0), model, params, data,
+                                         objective, config, spec)
+
+    sweepable = "sweepable: objective.relation_weight, objective.chamfer_sigma"
+    with pytest.raises(ValueError, match="sweep.generation.num_states: changes shapes or the "
+                                         "compiled program; " + sweepable):
+        sweep({"generation.num_states": [4, 8]})
+    with pytest.raises(ValueError, match="sweep.objective.num_points: changes shapes"):
+        sweep({"objective.num_points": [16, 32]})
+    with pytest.raises(ValueError, match="sweep.objective.yaw_scale: changes shapes"):
+        sweep({"objective.yaw_scale": [0.05]})
+    with pytest.raises(ValueError, match="sweep.entropy_weight: unknown field; " + sweepable):
+        sweep({"entropy_weight": [1.0]})
+    with pytest.raises(ValueError, match="sweep: expected a non-empty mapping"):
+        sweep({})
+    with pytest.raises(ValueError, match="sweep.objective.entropy_weight: expected a "
+                                         "non-empty list"):
+        sweep({"objective.entropy_weight": []})
+    with pytest.raises(ValueError, match="sweep.objective.entropy_weight: expected a "
+                                         "non-empty list"):
+        sweep({"objective.entropy_weight": 1.0})
+    with pytest.raises(ValueError, match="sweep.objective.entropy_weight: 'high' is not a "
+                                         "finite number"):
+        sweep({"objective.entropy_weight": [1.0, "high"]})
+    with pytest.raises(ValueError, match="sweep.generation.bandwidth_scale: True is not"):
+        sweep({"generation.bandwidth_scale": [True]})
+    with pytest.raises(ValueError, match="sweep.objective.chamfer_sigma: nan is not"):
+        sweep({"objective.chamfer_sigma": [float("nan")]})
+    with pytest.raises(ValueError, match="objective.chamfer_sigma: must be > 0"):
+        sweep({"objective.chamfer_sigma": [0.03, 0.0]})
+    with pytest.raises(ValueError, match="generation.bandwidth_scale: must be > 0"):
+        sweep({"generation.bandwidth_scale": [-1.0]})
+    with pytest.raises(ValueError, match="sweep.generation.bandwidth_scale: 2 values, but "
+                                         "objective.entropy_weight has 3"):
+        sweep({"objective.entropy_weight": [0.0, 1.0, 2.0],
+               "generation.bandwidth_scale": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="generator: 'random' draws"):
+        generation.generate_sweep("random", jax.random.PRNGKey(0), model, params, data,
+                                  objective, config, {"objective.entropy_weight": [1.0]})
+    assert len(generation._COMPILED) == compiled

@@ -249,6 +249,35 @@ def test_bandwidth_is_traced_and_vmaps():
     assert len(traces) == count + 1
 
 
+def test_bandwidth_scale_multiplies_the_median_heuristic_and_vmaps():
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
+    score = jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
+    plain, h = svgd.stein_direction(x, score)
+    unit, h_unit = svgd.stein_direction(x, score, bandwidth_scale=1.0)
+    np.testing.assert_array_equal(unit, plain)  # the Python 1.0 leaves the step as it was
+    assert float(h_unit) == float(h)
+    for kernel in ("rbf", "imq"):
+        scaled, h_scaled = svgd.stein_direction(x, score, kernel, bandwidth_scale=3.0)
+        fixed, _ = svgd.stein_direction(x, score, kernel, bandwidth=3.0 * h)
+        np.testing.assert_allclose(h_scaled, 3.0 * h, rtol=1e-6)
+        np.testing.assert_allclose(scaled, fixed, rtol=1e-5, atol=1e-6)
+    x0 = jax.random.normal(jax.random.key(12), (24, 2))
+
+    def solve(scale):
+        generator = svgd.svgd(gaussian_log_prob, optax.sgd(0.1), bandwidth_scale=scale)
+        return svgd.run(generator, jax.random.key(0), x0, 30)
+
+    scales = jnp.array([0.2, 1.0, 5.0])
+    state, info = jax.jit(jax.vmap(solve))(scales)
+    alone, alone_info = _run(svgd.svgd(gaussian_log_prob, optax.sgd(0.1)), x0, 30)
+    np.testing.assert_allclose(state.particles[1], alone.particles, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(info.bandwidth[1], alone_info.bandwidth, rtol=1e-5)
+    assert not np.allclose(state.particles[0], state.particles[2], atol=1e-2)  # scale matters
+    with pytest.raises(ValueError, match="bandwidth_scale: must be > 0"):
+        svgd.svgd(gaussian_log_prob, optax.sgd(0.1), bandwidth_scale=0.0)
+
+
 def test_info_reports_nonfinite_particles_under_jit():
     # log p = +|x|^4 pushes the particles out faster each step, until they overflow.
     generator = svgd.svgd(lambda x: jnp.sum(x**4), optax.sgd(0.5))
