@@ -201,13 +201,17 @@ def evaluation_specs(name: str, config, object_count: int | None = None
                      ) -> dict[str, list[EpisodeSpec]]:
     """The future OOD and retention (in-distribution) episodes of eval_seed.
 
-    object_count defaults to config.object_count.
+    object_count defaults to config.object_count; num_future or num_retention 0 gives none.
     """
     count = [int(config.object_count if object_count is None else object_count)]
-    return {"future": make_specs(int(config.eval_seed), [name], count, ["ood"],
-                                 int(config.num_future)),
-            "retention": make_specs(int(config.eval_seed), [name], count, ["train"],
-                                    int(config.num_retention))}
+    roles = {"future": ("ood", config.num_future), "retention": ("train", config.num_retention)}
+    specs = {}
+    for role, (split, number) in roles.items():
+        if int(number) < 0:
+            raise ValueError(f"config.num_{role}: must be >= 0, got {number}")
+        specs[role] = (make_specs(int(config.eval_seed), [name], count, [split], int(number))
+                       if int(number) else [])
+    return specs
 
 
 def whole_plan(spec: EpisodeSpec, params, setup: Setup, config) -> dict[str, Any]:

@@ -60,6 +60,7 @@ def loop_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     generation.proposal_std = 0.04
     generation.sampling_batch = 64
     generation.sampling_max_draws = 64
+    generation.bandwidth_scale = 1.0  # factor on SVGD's median-heuristic bandwidth
 
     finetune = config.finetune = ml_collections.ConfigDict()
     finetune.steps = 200

@@ -59,7 +59,7 @@ def parse_spec(spec: str, config) -> list[Point]:
 
     Raises:
       ValueError: naming the field, for a missing "=", an unknown field or section, an empty
-        value list, a value of the wrong type, a repeated value or unequal zipped lengths.
+        value list, a value of the wrong type, a repeated point or unequal zipped lengths.
     """
     columns = []
     for part in spec.split(";"):
@@ -71,8 +71,6 @@ def parse_spec(spec: str, config) -> list[Point]:
         if not entries:
             raise ValueError(f"sweep: {field}: empty value list")
         cast = [_cast(field, entry, current) for entry in entries]
-        if len(set(map(repr, cast))) != len(cast):
-            raise ValueError(f"sweep: {field}: a value is listed twice in {values!r}")
         if any(field == name for name, _ in columns):
             raise ValueError(f"sweep: {field}: swept twice in {spec!r}")
         columns.append((field, cast))
@@ -80,8 +78,13 @@ def parse_spec(spec: str, config) -> list[Point]:
     if len(lengths) > 1:
         sizes = ", ".join(f"{field}: {len(values)}" for field, values in columns)
         raise ValueError(f"sweep: zipped fields need equal lengths ({sizes})")
-    return [tuple((field, values[i]) for field, values in columns)
-            for i in range(lengths.pop())]
+    points = [tuple((field, values[i]) for field, values in columns)
+              for i in range(lengths.pop())]
+    # A zipped field may repeat a value (5,10,10 beside 4,5,10); a whole point may not.
+    if len(set(map(repr, points))) != len(points):
+        names = "; ".join(field for field, _ in columns)
+        raise ValueError(f"sweep: {names}: a value is listed twice in {spec!r}")
+    return points
 
 
 def parse_sweep(specs, config) -> list[Point]:

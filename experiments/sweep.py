@@ -1,0 +1,218 @@
+"""Ablation sweeps of the repair loop: every point repairs the same failures and is scored.
+
+run(config, workdir) reads config.sweeps (see experiments/configs/sweep.py for the syntax),
+collects the failures and the base agent's evaluation episodes once (isaac_bridge.loop), and for
+every point of every sweep runs the (failure, method) units of the main table with the point's
+config: recovery, retry, future OOD and retention. Points that change only the repair (the
+objective, generation and finetune sections, method, max_rounds) share the collected failures;
+a point that changes anything else gets its own collection under points/<point>/. Every unit
+is its own JSON file, so a stopped sweep resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from f2p import tasks
+from f2p.io import reporting, scores
+from f2p.io.config import parse_list
+from f2p.io.sweep import Point, apply_point, parse_sweep, point_fields, point_name
+from isaac_bridge import loop
+
+REPAIR_SECTIONS = ("objective", "generation", "finetune")
+REPAIR_FIELDS = ("method", "max_rounds")
+"""Fields a point may change and still share the collected failures and base episodes."""
+
+
+def sweep_points(config) -> list[list[Point]]:
+    """The points of every sweep in config.sweeps (specifications of a grid joined by " & ")."""
+    entries = [config.sweeps] if isinstance(config.sweeps, str) else list(config.sweeps)
+    if not entries:
+        raise ValueError("config.sweeps: empty; give at least one field=v1,v2,... sweep")
+    sweeps = []
+    for entry in entries:
+        points = parse_sweep([spec.strip() for spec in str(entry).split(" & ")], config)
+        for point in points:
+            check_point(config, point)
+        sweeps.append(points)
+    return sweeps
+
+
+def check_point(config, point: Point) -> None:
+    """Raises ValueError when a point's config is not a runnable repair config."""
+    updated = apply_point(config, point)
+    loop.method_names(_with_methods(updated))
+    loop.repair_config(updated)
+
+
+def _with_methods(config):
+    updated = config.copy_and_resolve_references()
+    updated.methods = config.method
+    return updated
+
+
+def repair_only(point: Point) -> bool:
+    """True when the point changes only the repair (failures and base episodes are shared)."""
+    return all(field.split(".")[0] in REPAIR_SECTIONS or field in REPAIR_FIELDS
+               for field, _ in point)
+
+
+class _Resources:
+    """Set-ups, collected failures and base episodes, made once per distinct folder."""
+
+    def __init__(self, names: list[str]):
+        self.names, self.cache = names, {}
+
+    def get(self, config, folder: str):
+        if folder not in self.cache:
+            for sub in ("collect", "failures", "base"):
+                os.makedirs(os.path.join(folder, sub), exist_ok=True)
+            setup = loop.make_setup(config, folder, self.names)
+            collected = {name: loop.collect(name, setup, config, folder) for name in self.names}
+            base = {name: loop.base_evaluation(name, setup, config, folder)
+                    for name in self.names}
+            self.cache[folder] = (setup, collected, base)
+        return self.cache[folder]
+
+    def close(self):
+        for setup, _, _ in self.cache.values():
+            setup.simulator.close()
+
+
+def _point_setup(setup: loop.Setup, config) -> loop.Setup:
+    settings = loop.repair_config(config)
+    return setup._replace(repairers={name: repairer._replace(config=settings)
+                                     for name, repairer in setup.repairers.items()})
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """Runs every point of every sweep; writes results.json, results.md and a figure per sweep.
+
+    Returns:
+      The results dict written to results.json.
+    """
+    names = parse_list(config.tasks, tasks.task_names(), "tasks")
+    sweeps = sweep_points(config)
+    resources = _Resources(names)
+    work = [(index, point) for index, points in enumerate(sweeps) for point in points]
+    units: dict[int, list[dict[str, Any]]] = {index: [] for index in range(len(sweeps))}
+    started, done = time.perf_counter(), 0
+    try:
+        for position, (index, point) in enumerate(work):
+            point_config = apply_point(config, point)
+            point_dir = os.path.join(workdir, "points", point_name(point))
+            for sub in ("units", "generated", "models"):
+                os.makedirs(os.path.join(point_dir, sub), exist_ok=True)
+            folder = workdir if repair_only(point) else point_dir
+            setup, collected, base = resources.get(
+                config if repair_only(point) else point_config, folder)
+            setup = _point_setup(setup, point_config)
+            method = point_config.method
+            for name in names:
+                for entry in (e for e in collected[name] if e["kept"]):
+                    path = os.path.join(point_dir, "units",
+                                        loop.unit_name(entry["name"], method) + ".json")
+                    fresh = not os.path.exists(path)
+                    unit = loop.read_or_make(path, functools.partial(
+                        loop.run_unit, entry, method, setup, point_config, point_dir,
+                        base[name]))
+                    units[index].append({**unit, "point": point_name(point)})
+                    done += fresh
+            rate = done / (time.perf_counter() - started) if done else float("nan")
+            logging.info("[%d/%d points] %s | %.4f units/s", position + 1, len(work),
+                         point_name(point), rate)
+    finally:
+        resources.close()
+    return write(workdir, config, sweeps, units)
+
+
+def sweep_rows(points: list[Point], units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per point x task x method: the point's values and the unit scores."""
+    rows = []
+    for point in points:
+        cell = [u for u in units if u["point"] == point_name(point)]
+        for row in scores.summarise(cell):
+            rows.append({**dict(point), **row, "point": point_name(point)})
+    return rows
+
+
+def _cell(rate: dict[str, float]) -> str:
+    if not rate["trials"]:
+        return "-"
+    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
+
+
+def sweep_title(points: list[Point]) -> str:
+    """E.g. 'generation.num_states x finetune.steps' (zipped fields joined by '+')."""
+    return " x ".join(point_fields(points))
+
+
+def write(workdir: str, config, sweeps: list[list[Point]],
+          units: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """results.json, results.md (a table per sweep) and sweep_<i>.png."""
+    results = {"config": config.to_dict(), "environment": reporting.environment(),
+               "sweeps": [], "figures": []}
+    lines = ["# Ablation sweeps", "",
+             f"Tasks {config.tasks}; {config.num_failures} failures per task (failure seed "
+             f"{config.failure_seed}), {config.num_future} future OOD and {config.num_retention}"
+             f" retention episodes per repaired model (evaluation seed {config.eval_seed}). "
+             "Rates with 95 % Wilson intervals (trials).", ""]
+    for index, points in enumerate(sweeps):
+        rows = sweep_rows(points, units[index])
+        figure = f"sweep_{index}.png"
+        results["sweeps"].append({"fields": point_fields(points), "rows": rows,
+                                  "figure": figure})
+        results["figures"].append(figure)
+        fields = point_fields(points)
+        lines += [f"## {sweep_title(points)}", "",
+                  "| " + " | ".join(fields) + " | task | method | failures | recovery | retry"
+                  " | future OOD | retention | labels | generation s |",
+                  "|" + " --- |" * (len(fields) + 9)]
+        for row in rows:
+            lines.append("| " + " | ".join(str(row[f]) for f in fields)
+                         + f" | {row['task']} | {row['method']} | {row['failures']} | "
+                         + " | ".join(_cell(row[r]) for r in scores.RATES)
+                         + f" | {row['labels']:.0f} | {row['generation_seconds']:.1f} |")
+        lines += ["", f"![{sweep_title(points)}]({figure})", ""]
+        draw(os.path.join(workdir, figure), points, rows)
+    reporting.write_json(os.path.join(workdir, "results.json"), results)
+    reporting.write_text(os.path.join(workdir, "results.md"), "\n".join(lines) + "\n")
+    return results
+
+
+def draw(path: str, points: list[Point], rows: list[dict[str, Any]]) -> None:
+    """Recovery and future OOD success against the sweep's first field, a line per rest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = point_fields(points)[0]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    series: dict[str, list] = {}
+    for row in rows:
+        rest = ", ".join(f"{k}={v}" for k, v in row.items()
+                         if k in point_fields(points) and k != first)
+        series.setdefault(f"{row['task']} {rest}".strip(), []).append(row)
+    for axis, rate in zip(axes, ("recovery", "future"), strict=True):
+        for label, cells in series.items():
+            x = [cell[first] for cell in cells]
+            numeric = all(isinstance(v, (int, float)) for v in x)
+            positions = x if numeric else np.arange(len(x))
+            axis.errorbar(positions, [c[rate]["rate"] for c in cells],
+                          yerr=[[c[rate]["rate"] - c[rate]["low"] for c in cells],
+                                [c[rate]["high"] - c[rate]["rate"] for c in cells]],
+                          marker="o", capsize=3, label=label)
+            if not numeric:
+                axis.set_xticks(positions, [str(v) for v in x])
+        axis.set_xlabel(first)
+        axis.set_ylabel(f"{'future OOD' if rate == 'future' else rate} success")
+        axis.set_ylim(-0.05, 1.05)
+    axes[1].legend(fontsize=7)
+    reporting.save_figure(path, figure)

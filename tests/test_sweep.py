@@ -1,0 +1,64 @@
+import json
+import os
+
+import pytest
+
+from experiments import sweep
+from experiments.configs import sweep as sweep_config
+
+
+def test_tiny_sweep_end_to_end_and_resume(tmp_path, tiny_checkpoint):
+    config = sweep_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint[0]
+    results = sweep.run(config, str(tmp_path))
+    (only,) = results["sweeps"]
+    assert only["fields"] == ["finetune.steps"]
+    assert [row["finetune.steps"] for row in only["rows"]] == [1, 2]
+    for row in only["rows"]:
+        assert row["method"] == "repair:svgd" and row["failures"] == 1
+        assert row["recovery"]["trials"] == 1 and row["retry"]["trials"] == 1
+        assert row["future"]["trials"] == 0  # the tiny config plays no fresh episodes
+    for point in ("finetune.steps=1", "finetune.steps=2"):
+        (unit,) = os.listdir(tmp_path / "points" / point / "units")
+        assert unit.endswith("--repair-svgd.json")
+    # Both points repair the one collected failure: one collection, shared.
+    assert len(os.listdir(tmp_path / "collect")) >= 1
+    assert not os.path.exists(tmp_path / "points" / "finetune.steps=1" / "collect")
+    for name in ("results.json", "results.md", "sweep_0.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    assert "| 2 | tabletop | repair:svgd | 1 |" in (tmp_path / "results.md").read_text()
+    units = tmp_path / "points" / "finetune.steps=2" / "units"
+    stamps = {p: os.path.getmtime(units / p) for p in os.listdir(units)}
+    again = sweep.run(config, str(tmp_path))
+    assert (json.dumps(again["sweeps"], sort_keys=True)
+            == json.dumps(results["sweeps"], sort_keys=True))
+    assert stamps == {p: os.path.getmtime(units / p) for p in stamps}
+
+
+def test_default_sweeps_parse_and_the_budget_sweep_is_a_grid_over_generators():
+    config = sweep_config.get_config("default")
+    sweeps = sweep.sweep_points(config)
+    assert len(sweeps) == len(sweep_config.DEFAULT_SWEEPS)
+    budget = sweeps[-1]
+    assert len(budget) == 4 * 5
+    pairs = {(dict(p)["generation.num_states"], dict(p)["generation.num_actions"])
+             for p in budget}
+    assert sorted(n * m for n, m in pairs) == [20, 50, 100, 400]
+    assert all(sweep.repair_only(point) for points in sweeps for point in points)
+    assert not sweep.repair_only((("noise_level", 0.2),))
+
+
+@pytest.mark.parametrize("sweeps, message", [
+    (("finetune.nope=1,2",), "unknown field 'finetune.nope'"),
+    (("finetune.steps=",), "finetune.steps: empty value list"),
+    (("finetune.steps=many",), "finetune.steps='many' is not a valid int"),
+    (("method=repair:nope",), "config.methods"),
+    (("generation.num_states=1",), "generation.num_states"),
+    ((), "config.sweeps: empty"),
+])
+def test_bad_sweeps_are_refused_before_any_work(tmp_path, sweeps, message):
+    config = sweep_config.get_config("tiny")
+    config.checkpoint = "/nonexistent"  # never read: the sweeps are checked first
+    config.sweeps = sweeps
+    with pytest.raises(ValueError, match=message):
+        sweep.run(config, str(tmp_path))
