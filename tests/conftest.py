@@ -7,6 +7,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
+# Many tests compile the same programs (the tiny model's planner, generators, fine-tune) in
+# both xdist workers and across files: a persistent compilation cache shared by the workers
+# compiles each once per machine. Entries are keyed by the program and XLA options, so a
+# changed program never reads a stale one.
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(os.path.dirname(os.path.dirname(__file__)), ".pytest_cache",
+                               "jax_compilation_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
