@@ -24,8 +24,8 @@ PLAN_FILE = "plan.json"
 """The resolved config and the rows to run, written by the parent and read by its workers."""
 TABLE_COLUMNS = {"generator": "generator", "num_states": "N", "num_actions": "M",
                  "num_devices": "devices", "compile_seconds": "compile s", "run_seconds": "run s",
-                 "per_particle_ms": "per-particle ms", "repeats": "repeats",
-                 "load_average": "load"}
+                 "per_particle_ms": "per-particle ms", "cpu_seconds": "cpu s",
+                 "cpu_per_wall": "cpu/wall", "repeats": "repeats", "load_average": "load"}
 """Row fields of the results.md table and their headers."""
 FORCE_FLAG = "--xla_force_host_platform_device_count"
 
@@ -265,18 +265,19 @@ def measure_row(name: str, key, model, params, data, objective: ObjectiveConfig,
     particles, first = generation.generate_particles(name, key, model, params, data, objective,
                                                      config, mesh)
     long = first["seconds"] >= study.max_row_seconds
-    runs: list[float] = [first["seconds"]] if long else []
-    while not runs or (len(runs) < study.repeats
-                       and first["seconds"] + sum(runs) < study.max_row_seconds):
-        _, timing = generation.generate_particles(name, key, model, params, data, objective,
-                                                  config, mesh)
-        runs.append(timing["seconds"])
-    seconds = float(np.median(runs))
+    runs = [first] if long else []
+    while not runs or (len(runs) < study.repeats and first["seconds"] + sum(
+            run["seconds"] for run in runs) < study.max_row_seconds):
+        runs.append(generation.generate_particles(name, key, model, params, data, objective,
+                                                  config, mesh)[1])
+    seconds = float(np.median([run["seconds"] for run in runs]))
+    cpu_seconds = float(np.median([run["cpu_seconds"] for run in runs]))
     num, actions = config.num_states, config.num_actions
     return {"num_actions": actions, "state_steps": config.state_steps,
             "action_steps": config.action_steps, "compile_seconds": first["compile_seconds"],
             "first_run_seconds": first["seconds"], "run_seconds": seconds,
-            "run_seconds_all": runs, "repeats": len(runs), "first_run_timed": long,
+            "run_seconds_all": [run["seconds"] for run in runs], "cpu_seconds": cpu_seconds,
+            "cpu_per_wall": cpu_seconds / seconds, "repeats": len(runs), "first_run_timed": long,
             "per_particle_ms": 1e3 * seconds / num, "per_pair_ms": 1e3 * seconds / (num * actions),
             "devices_spanned": sharding.num_devices_spanned(particles.states),
             "finite": bool(np.isfinite(np.asarray(particles.states)).all()
@@ -298,15 +299,20 @@ def markdown_report(results: dict[str, Any]) -> str:
              "compile s is timed apart; run s is the median of the timed runs (repeats) after "
              "a warm-up run (a first run past max_row_seconds is the one timed run); "
              "per-particle ms = run s / N; load: the machine's 1-minute load average when "
-             "the row finished (other processes share the cores).",
+             "the row finished (other processes share the cores); cpu s: the run's process "
+             "CPU time over all threads (median), which neither that load nor the process "
+             "being stopped inflates (run s counts both); cpu/wall: cores kept busy.",
              "devices = 1 is the unsharded program; more split the N axis over a 1-D mesh."]
     if cpu:
         notes.append(f"`cpu` devices are forced host devices ({FORCE_FLAG}), all sharing the "
-                     f"same {results['physical_cores']} cores: more of them add no compute, so "
-                     "these rows measure the sharded program's overhead, not a speed-up.")
+                     f"same {results['physical_cores']} cores. Each device's partition runs on "
+                     "its own thread, so up to that many devices can keep more cores busy than "
+                     "one device does (compare cpu/wall); past it they add no compute, and the "
+                     "rows measure the sharded program's overhead.")
     if results["missing"]:
         notes.append(f"{len(results['missing'])} planned rows are not measured yet.")
-    formats = {"compile s": ".1f", "run s": ".3f", "per-particle ms": ".3f", "load": ".1f"}
+    formats = {"compile s": ".1f", "run s": ".3f", "per-particle ms": ".3f", "cpu s": ".3f",
+               "cpu/wall": ".2f", "load": ".1f"}
     table = [{header: row.get(field) for field, header in TABLE_COLUMNS.items()}
              for row in rows]
     return ("# Generation time against particles and devices\n\n"

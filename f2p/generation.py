@@ -214,13 +214,11 @@ def _sweep_compiled(name, model, objective, config, mesh, key, params, failure, 
     return jax.vmap(one)(values)  # key, params and failure are shared by every point
 
 
-SWEEPABLE = (
-    *(f"objective.{field}" for field in ("relation_weight", "chamfer_sigma", "prior_weight",
-                                         "prior_scale", "workspace_radius", "temperature",
-                                         "entropy_weight", "action_sigma")),
-    *(f"generation.{field}" for field in ("state_learning_rate", "action_learning_rate",
-                                          "init_std", "proposal_std", "bandwidth_scale")),
-)
+SWEEPABLE = tuple(f"objective.{field}" for field in (
+    "relation_weight", "chamfer_sigma", "prior_weight", "prior_scale", "workspace_radius",
+    "temperature", "entropy_weight", "action_sigma")) + tuple(f"generation.{field}" for field in (
+        "state_learning_rate", "action_learning_rate", "init_std", "proposal_std",
+        "bandwidth_scale"))
 """Fields generate_sweep traces: scalars read only by arithmetic, so no shape or branch moves.
 
 Counts, steps, num_points and relation_term change shapes or the program; yaw_scale changes
@@ -249,7 +247,7 @@ def _check_targeted(name: str, objective: ObjectiveConfig, config: GenerationCon
 
 
 def _run_cached(cache_key, compiled_fn, static, arguments) -> tuple[Any, dict[str, float]]:
-    """Compiles compiled_fn(*static, *arguments) once per cache_key, runs it, times both."""
+    """Compiles compiled_fn once per cache_key, runs it; times the compile, run wall and CPU."""
     shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), arguments)
     cache_key = (*cache_key, jax.tree.structure(arguments), tuple(jax.tree.leaves(shapes)))
     compile_seconds = 0.0
@@ -257,10 +255,10 @@ def _run_cached(cache_key, compiled_fn, static, arguments) -> tuple[Any, dict[st
         started = time.perf_counter()
         _COMPILED[cache_key] = compiled_fn.lower(*static, *arguments).compile()
         compile_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = jax.block_until_ready(_COMPILED[cache_key](*arguments))
-    return result, {"compile_seconds": compile_seconds,
-                    "seconds": time.perf_counter() - started}
+    return result, {"compile_seconds": compile_seconds, "seconds": time.perf_counter() - started,
+                    "cpu_seconds": time.process_time() - cpu_started}
 
 
 def generate_particles(name: str, key: jax.Array, model, params, failure: FailureScene,
@@ -279,9 +277,9 @@ def generate_particles(name: str, key: jax.Array, model, params, failure: Failur
         are summed in another order).
 
     Returns:
-      (particles, timings): timings holds "compile_seconds" (0 when reused) and "seconds",
-      the wall time of the run itself, blocked until done. With a mesh, the arrays with an N
-      axis come back split over its devices.
+      (particles, timings): timings holds "compile_seconds" (0 when reused), "seconds", the
+      wall time of the run itself, blocked until done, and "cpu_seconds", its process CPU
+      time. With a mesh, the arrays with an N axis come back split over its devices.
 
     Raises:
       ValueError: an unknown or untargeted generator name, a bad config field, or a mesh
