@@ -74,11 +74,13 @@ class RepairResult(NamedTuple):
       info: JSON-ready timings (seconds per stage), label counts, attempts, diversity and the
         fraction of states that reproduce the failure's relations in simulation.
       generated: NumPy arrays for figures: poses [N, K, 3], actions [N, M, 2], accepted [N].
+      transitions: the labelled Transition batch fine-tuned on (what a later repair replays).
     """
 
     params: Any
     info: dict[str, Any]
     generated: dict[str, np.ndarray]
+    transitions: Transition | None = None
 
 
 def goal_objects(failure: Failure) -> np.ndarray:
@@ -216,7 +218,7 @@ def repair(repairer: Repairer, generator: str, failure: Failure, params, key: ja
     new_params = jax.block_until_ready(state.params)
     info["finetune_seconds"] = time.perf_counter() - started
     info["generator"] = generator
-    return RepairResult(new_params, info, arrays)
+    return RepairResult(new_params, info, arrays, transitions)
 
 
 def repair_policy(generator: str, repairer: Repairer, max_rounds: int = 1,

@@ -222,12 +222,16 @@ def whole_plan(spec: EpisodeSpec, params, setup: Setup, config) -> dict[str, Any
             "detected": result.record["detected"]}
 
 
-def base_evaluation(name: str, setup: Setup, config, workdir: str) -> dict[str, list]:
-    """The base agent's future OOD and retention episodes (original and replan share them)."""
+def base_evaluation(name: str, setup: Setup, config, workdir: str,
+                    object_count: int | None = None) -> dict[str, list]:
+    """The base agent's future OOD and retention episodes (original and replan share them).
+
+    object_count defaults to config.object_count (episode names carry the count).
+    """
     return {role: [read_or_make(os.path.join(workdir, "base", spec.name + ".json"),
                                  lambda spec=spec: whole_plan(spec, setup.params, setup, config))
                    for spec in specs]
-            for role, specs in evaluation_specs(name, config).items()}
+            for role, specs in evaluation_specs(name, config, object_count).items()}
 
 
 def _policies(method: str, setup: Setup, config, task: str, captured: dict):
@@ -245,14 +249,32 @@ def _policies(method: str, setup: Setup, config, task: str, captured: dict):
     return lambda world: {method: policy}
 
 
+def _evaluate(task: str, params, setup: Setup, config, object_count: int | None
+              ) -> dict[str, list]:
+    """A model's future OOD and retention episodes (whole plans) at one object count."""
+    return {role: [whole_plan(s, params, setup, config) for s in specs]
+            for role, specs in evaluation_specs(task, config, object_count).items()}
+
+
 def unit_name(failure_name: str, method: str) -> str:
     """File stem of one (failure, method) unit, e.g. transport-n3-ood-e003--repair-svgd."""
     return f"{failure_name}--{method.replace(':', '-')}"
 
 
 def run_unit(entry: dict[str, Any], method: str, setup: Setup, config, workdir: str,
-             base: dict[str, list]) -> dict[str, Any]:
-    """Recovery, retry, future OOD and retention of one failure under one method."""
+             base: dict[str, list] | None, counts: dict[int, dict[str, list]] | None = None
+             ) -> dict[str, Any]:
+    """Recovery, retry, future OOD and retention of one failure under one method.
+
+    Args:
+      entry: a kept entry of collect().
+      method: original, replan, oracle or repair:<generator>.
+      setup, config, workdir: as for collect().
+      base: base_evaluation() at config.object_count (an unrepaired model's episodes).
+      counts: optional {object count: base_evaluation() at that count}, in place of `base`:
+        the model is played on those counts' future OOD and retention episodes instead of
+        config.object_count's, kept under unit["by_count"][str(count)] (generalisation).
+    """
     spec = EpisodeSpec(**entry["spec"])
     captured: dict[str, Any] = {}
     started = time.perf_counter()
@@ -268,13 +290,18 @@ def run_unit(entry: dict[str, Any], method: str, setup: Setup, config, workdir: 
     params = captured["result"].params if "result" in captured else setup.params
     unit["retry"] = whole_plan(spec, params, setup, config)["success"]
     if "result" not in captured:
-        unit.update(future=base["future"], retention=base["retention"])
+        if counts is None:
+            unit.update(future=base["future"], retention=base["retention"])
+        else:
+            unit["by_count"] = {str(count): played for count, played in counts.items()}
         return unit
     repaired = captured["result"]
     unit["repair"] = repaired.info
-    specs = evaluation_specs(spec.task, config)
-    for role in ("future", "retention"):
-        unit[role] = [whole_plan(s, params, setup, config) for s in specs[role]]
+    if counts is None:
+        unit.update(_evaluate(spec.task, params, setup, config, None))
+    else:
+        unit["by_count"] = {str(count): _evaluate(spec.task, params, setup, config, count)
+                            for count in counts}
     name = unit_name(entry["name"], method)
     path = os.path.join(workdir, "generated", name + ".npz")
     np.savez(path + ".partial.npz", **repaired.generated)  # renamed once complete

@@ -14,10 +14,10 @@ def test_tiny_study_writes_rows_reports_and_resumes(tmp_path, tiny_checkpoint):
     config.checkpoint = tiny_checkpoint[0]
     workdir = str(tmp_path / "study")
     results = scaling.run(config, workdir)
-    # 1 N x 1 generator x 2 device counts (forced CPU devices, a process per count).
-    assert len(results["rows"]) == 2 and not results["missing"]
+    # 1 N x 1 generator x 1 device count (2 forced CPU devices in a worker process).
+    assert len(results["rows"]) == 1 and not results["missing"]
     paths = sorted(os.listdir(os.path.join(workdir, "rows")))
-    assert paths == ["svgd-n8-d1.json", "svgd-n8-d2.json"]
+    assert paths == ["svgd-n8-d2.json"]
     for row in results["rows"]:
         assert row["finite"] and row["run_seconds"] > 0 and row["compile_seconds"] > 0
         assert row["devices_spanned"] == row["num_devices"]  # the 2-device row is split
@@ -29,7 +29,7 @@ def test_tiny_study_writes_rows_reports_and_resumes(tmp_path, tiny_checkpoint):
     table = open(os.path.join(workdir, "results.md")).read()
     assert "| svgd | 8 | 2 | 2 |" in table and "forced host devices" in table
     saved = json.load(open(os.path.join(workdir, "results.json")))
-    assert saved["environment"]["versions"]["jax"] and len(saved["rows"]) == 2
+    assert saved["environment"]["versions"]["jax"] and len(saved["rows"]) == 1
     # A rerun measures nothing (no worker starts): every row is read back, unchanged.
     stamps = {path: os.path.getmtime(os.path.join(workdir, "rows", path)) for path in paths}
     again = scaling.run(config, workdir)
@@ -37,7 +37,7 @@ def test_tiny_study_writes_rows_reports_and_resumes(tmp_path, tiny_checkpoint):
     assert stamps == {path: os.path.getmtime(os.path.join(workdir, "rows", path))
                       for path in paths}
     # A row stored with other settings is not reused; more repeats alone do not matter.
-    row = {"generator": "svgd", "num_states": 8, "num_devices": 1}
+    row = {"generator": "svgd", "num_states": 8, "num_devices": 2}
     assert scaling.load_row(workdir, row, scaling.settings(config)) is not None
     config.repeats = 5
     assert scaling.load_row(workdir, row, scaling.settings(config)) is not None

@@ -1,0 +1,218 @@
+"""Lifelong repair: a stream of OOD episodes, every wrong prediction repairing the current model.
+
+run(config, workdir) plays, per task, the same stream of stream_length OOD episodes (seed
+stream_seed) in three modes: `base` (the base agent, no repair), `one_shot` (the paper's: the
+first failure classified in repair_classes is repaired with the main table's fine-tune settings
+and that model is kept for the rest of the stream) and `lifelong` (every such failure repairs
+the current model in turn, replaying the base data and the labels of every earlier repair).
+Success is the episode's: a repair inside an episode replans and continues, as in the main
+table's recovery. Every episode is a JSON file and every repaired model and its labels are
+saved, so a stopped stream resumes from its last episode with the model it had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from f2p import fail2progress, tasks
+from f2p.io import dataset, reporting, scores
+from f2p.io.config import parse_list
+from f2p.io.pretrained import export_params, load_base_model
+from f2p.recovery import original_policy
+from f2p.repair import POLICY_PREFIX, repair_policy
+from f2p.scene import Transition
+from isaac_bridge import loop
+from isaac_bridge.episodes import make_specs
+
+MODES = ("base", "one_shot", "lifelong")
+
+
+def _concatenate(batches: list[Transition]) -> Transition:
+    return Transition(*(np.concatenate([np.asarray(b[i]) for b in batches])
+                        for i in range(len(Transition._fields))))
+
+
+def _repairer(setup: loop.Setup, task: str, mode: str, earlier: list[Transition], config):
+    """The task's Repairer for a mode: lifelong replays base data and every earlier repair."""
+    repairer = setup.repairers[task]
+    if mode != "lifelong":
+        return repairer
+    settings = repairer.config._replace(replay_fraction=float(config.lifelong_replay_fraction))
+    replay = _concatenate([repairer.replay, *earlier]) if earlier else repairer.replay
+    return repairer._replace(replay=replay, config=settings)
+
+
+def _episode_entry(result, spec, index: int, mode: str) -> dict[str, Any]:
+    classes = [r.get("class") for r in result.record["recoveries"] if "class" in r]
+    return {"mode": mode, "task": spec.task, "episode": spec.name, "index": index,
+            "success": bool(result.success), "detected": bool(result.record["detected"]),
+            "class": classes[0] if classes else None, "repaired": False, "model": None,
+            "labels": None}
+
+
+def stream(mode: str, task: str, setup: loop.Setup, config, workdir: str
+           ) -> list[dict[str, Any]]:
+    """Plays (or reads back) one task's stream in one mode; returns its episode entries."""
+    folder = os.path.join(workdir, "streams", mode, task)
+    os.makedirs(folder, exist_ok=True)
+    specs = make_specs(int(config.stream_seed), [task], [int(config.object_count)], ["ood"],
+                       int(config.stream_length))
+    generator = str(config.generator)
+    classes = tuple(parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes"))
+    params, earlier, entries = setup.params, [], []
+    started, fresh = time.perf_counter(), 0
+    for index, spec in enumerate(specs):
+        path = os.path.join(folder, spec.name + ".json")
+        played = not os.path.exists(path)
+        if not played:
+            with open(path) as file:
+                entry = json.load(file)
+        else:
+            captured: dict[str, Any] = {}
+            repairs_left = mode == "lifelong" or (
+                mode == "one_shot" and not any(e["repaired"] for e in entries))
+            policy = (repair_policy(generator, _repairer(setup, task, mode, earlier, config),
+                                    int(config.max_rounds), repair_classes=classes,
+                                    on_repair=lambda result, _, captured=captured: captured.update(
+                                        result=result))
+                      if repairs_left else original_policy)
+            name = POLICY_PREFIX + generator if repairs_left else "original"
+            result = loop.play(spec, params, lambda world, name=name, policy=policy:
+                               {name: policy}, setup, config)[name]
+            entry = _episode_entry(result, spec, index, mode)
+            if "result" in captured:
+                repaired = captured["result"]
+                stem = os.path.join(workdir, "models", f"{mode}--{spec.name}")
+                export_params(stem, repaired.params, setup.checkpoint_config,
+                              {"stream": mode, "episode": spec.name, "repair": repaired.info})
+                shutil.rmtree(stem + "--labels", ignore_errors=True)  # a stopped earlier try
+                dataset.save_dataset(stem + "--labels", jax.device_get(repaired.transitions),
+                                     {"episode": spec.name}, int(config.stream_seed))
+                entry.update(repaired=True, model=os.path.relpath(stem, workdir),
+                             labels=os.path.relpath(stem + "--labels", workdir),
+                             repair=repaired.info)
+            reporting.write_json(path, entry)
+            fresh += 1
+        if entry["repaired"]:
+            _, params, _ = load_base_model(os.path.join(workdir, entry["model"]))
+            earlier.append(dataset.load_dataset(os.path.join(workdir, entry["labels"])))
+        entries.append(entry)
+        if played:
+            rate = fresh / (time.perf_counter() - started)
+            logging.info("%s %s [%d/%d] success %s repaired %s | %.3f episodes/s, ETA %.0f s",
+                         mode, task, index + 1, len(specs), entry["success"],
+                         entry["repaired"], rate, (len(specs) - index - 1) / rate)
+    return entries
+
+
+def windows(entries: list[dict[str, Any]], size: int) -> list[dict[str, float]]:
+    """Success over consecutive windows of `size` episodes (a shorter last one is kept)."""
+    return [{"start": start, "end": min(start + size, len(entries)),
+             "repairs": sum(e["repaired"] for e in entries[start:start + size]),
+             **scores.rate(sum(e["success"] for e in entries[start:start + size]),
+                           len(entries[start:start + size]))}
+            for start in range(0, len(entries), size)]
+
+
+def check_config(config) -> tuple[list[str], list[str]]:
+    """Returns (tasks, modes), checked; raises ValueError naming a bad field."""
+    names = parse_list(config.tasks, tasks.task_names(), "tasks")
+    modes = parse_list(config.modes, MODES, "modes")
+    loop.method_names(_with_method(config))
+    parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
+    for field in ("stream_length", "window", "max_rounds"):
+        if int(config[field]) < 1:
+            raise ValueError(f"config.{field}: must be >= 1, got {config[field]}")
+    if not 0.0 <= float(config.lifelong_replay_fraction) < 1.0:
+        raise ValueError(f"config.lifelong_replay_fraction: {config.lifelong_replay_fraction}"
+                         ", allowed [0, 1)")
+    loop.repair_config(config)
+    return names, modes
+
+
+def _with_method(config):
+    updated = config.copy_and_resolve_references()
+    updated.methods = POLICY_PREFIX + str(config.generator)
+    return updated
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """Plays every task's stream in every mode; writes results.json, results.md, lifelong.png.
+
+    Returns:
+      The results dict written to results.json.
+    """
+    names, modes = check_config(config)
+    os.makedirs(os.path.join(workdir, "models"), exist_ok=True)
+    setup = loop.make_setup(config, workdir, names)
+    try:
+        streams = {mode: {name: stream(mode, name, setup, config, workdir) for name in names}
+                   for mode in modes}
+    finally:
+        setup.simulator.close()
+    return write(workdir, config, streams)
+
+
+def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """results.json, results.md (success per window, mode and task) and lifelong.png."""
+    size = int(config.window)
+    rows = [{"mode": mode, "task": task, "episodes": len(entries),
+             "repairs": sum(e["repaired"] for e in entries),
+             "success": scores.rate(sum(e["success"] for e in entries), len(entries)),
+             "windows": windows(entries, size)}
+            for mode, by_task in streams.items() for task, entries in by_task.items()]
+    results = {"config": config.to_dict(), "environment": reporting.environment(),
+               "rows": rows, "figures": ["lifelong.png"]}
+    count = max((len(r["windows"]) for r in rows), default=0)
+    lines = ["# Lifelong repair over a stream of OOD episodes", "",
+             f"Tasks {config.tasks} at {config.object_count} objects; {config.stream_length} "
+             f"OOD episodes per task (seed {config.stream_seed}), the same stream in every mode; "
+             f"generator {config.generator}. base: no repair; one_shot: the first failure "
+             "classified wrong_prediction is repaired (replay fraction "
+             f"{config.finetune.replay_fraction}) and that model kept; lifelong: every such "
+             "failure repairs the current model, replaying the base data and all earlier "
+             f"repairs' labels (replay fraction {config.lifelong_replay_fraction}). Success per "
+             f"window of {size} episodes (repairs in the window); 95 % Wilson intervals.", "",
+             "| task | mode | repairs | " + " | ".join(f"episodes {w * size + 1}-"
+                                                       f"{(w + 1) * size}" for w in range(count))
+             + " | whole stream |", "|" + " --- |" * (count + 4)]
+    for row in sorted(rows, key=lambda r: (r["task"], MODES.index(r["mode"]))):
+        cells = [f"{w['rate']:.1f} ({w['repairs']})" for w in row["windows"]]
+        cells += ["-"] * (count - len(cells))
+        whole = row["success"]
+        lines.append(f"| {row['task']} | {row['mode']} | {row['repairs']} | " + " | ".join(cells)
+                     + f" | {whole['rate']:.2f} [{whole['low']:.2f}, {whole['high']:.2f}] |")
+    lines += ["", "![success per window](lifelong.png)"]
+    draw(os.path.join(workdir, "lifelong.png"), rows)
+    reporting.write_json(os.path.join(workdir, "results.json"), results)
+    reporting.write_text(os.path.join(workdir, "results.md"), "\n".join(lines) + "\n")
+    return results
+
+
+def draw(path: str, rows: list[dict[str, Any]]) -> None:
+    """Success per window against the episode index, a panel per task, a line per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["task"] for r in rows))
+    figure, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3), squeeze=False)
+    for axis, task in zip(axes[0], names, strict=True):
+        for row in (r for r in rows if r["task"] == task):
+            axis.plot([w["end"] for w in row["windows"]], [w["rate"] for w in row["windows"]],
+                      marker="o", label=row["mode"])
+        axis.set_title(task, fontsize=9)
+        axis.set_xlabel("episodes played")
+        axis.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("success in the window")
+    axes[0][-1].legend(fontsize=7)
+    reporting.save_figure(path, figure)

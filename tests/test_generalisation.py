@@ -1,0 +1,46 @@
+import json
+import os
+
+import pytest
+
+from experiments import generalisation
+from experiments.configs import generalisation as generalisation_config
+
+
+def test_tiny_generalisation_end_to_end_and_resume(tmp_path, tiny_checkpoint):
+    config = generalisation_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint[0]
+    results = generalisation.run(config, str(tmp_path))
+    for name in ("results.json", "results.md", "generalisation.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    rows = {(r["object_count"], r["method"]): r for r in results["rows"]}
+    assert set(rows) == {(3, "original"), (3, "repair:svgd"), (5, "original"),
+                         (5, "repair:svgd")}
+    for row in rows.values():
+        assert row["future"]["trials"] == row["retention"]["trials"] == 1
+        assert row["recovery"]["trials"] == 1
+    (repaired,) = [json.loads((tmp_path / "units" / p).read_text())
+                   for p in os.listdir(tmp_path / "units") if p.endswith("repair-svgd.json")]
+    assert repaired["repaired"] and set(repaired["by_count"]) == {"3", "5"}
+    (episode,) = repaired["by_count"]["5"]["future"]
+    assert "-n5-ood-" in episode["episode"], "5-object episodes are played at 5 objects"
+    assert "future" not in repaired, "by_count holds the episodes of every count"
+    base = {p for p in os.listdir(tmp_path / "base")}
+    assert any("-n5-train-" in p for p in base) and any("-n3-ood-" in p for p in base)
+    stamps = {p: os.path.getmtime(tmp_path / "units" / p) for p in os.listdir(tmp_path / "units")}
+    again = generalisation.run(config, str(tmp_path))
+    assert json.dumps(again["rows"]) == json.dumps(results["rows"])
+    assert stamps == {p: os.path.getmtime(tmp_path / "units" / p) for p in stamps}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("eval_counts", "3,4", "eval_counts"),
+    ("object_count", 4, "object_count: 4 is not one of"),
+    ("methods", "repair:nope", "methods"),
+])
+def test_bad_config_is_refused_before_any_work(tmp_path, field, value, message):
+    config = generalisation_config.get_config("tiny")
+    config.checkpoint = "/nonexistent"
+    setattr(config, field, value)
+    with pytest.raises(ValueError, match=message):
+        generalisation.run(config, str(tmp_path))

@@ -1,0 +1,75 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import lifelong
+from experiments.configs import lifelong as lifelong_config
+
+
+def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
+    config = lifelong_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint[0]
+    results = lifelong.run(config, str(tmp_path))
+    for name in ("results.json", "results.md", "lifelong.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    rows = {row["mode"]: row for row in results["rows"]}
+    assert set(rows) == {"base", "one_shot", "lifelong"}
+    assert rows["base"]["repairs"] == 0
+    assert rows["one_shot"]["repairs"] == 1, "the untrained model's first episode fails"
+    # Every failure repairs the lifelong model: at least as many repairs as one-shot.
+    assert rows["lifelong"]["repairs"] >= rows["one_shot"]["repairs"]
+    for row in rows.values():
+        assert row["episodes"] == 3
+        assert [w["trials"] for w in row["windows"]] == [2, 1]
+    folder = tmp_path / "streams" / "lifelong" / "tabletop"
+    entries = [json.loads((folder / p).read_text()) for p in sorted(os.listdir(folder))]
+    for entry in (e for e in entries if e["repaired"]):
+        assert os.path.exists(tmp_path / entry["model"] / "params.npz")
+        assert os.path.exists(tmp_path / entry["labels"])
+    stamps = {p: os.path.getmtime(folder / p) for p in os.listdir(folder)}
+    again = lifelong.run(config, str(tmp_path))
+    assert json.dumps(again["rows"]) == json.dumps(results["rows"])
+    assert stamps == {p: os.path.getmtime(folder / p) for p in stamps}
+
+
+def test_lifelong_replays_base_data_and_every_earlier_repair(tiny_checkpoint):
+    from f2p.repair import RepairConfig, Repairer
+    from f2p.scene import Transition
+
+    def batch(rows, value):
+        return Transition(*(np.full((rows, 2), value) for _ in Transition._fields))
+
+    base = Repairer(None, None, None, None, batch(3, 0), None, RepairConfig())
+    setup = lifelong.loop.Setup(None, None, 0, None, None, {"tabletop": base}, None)
+    config = lifelong_config.get_config("tiny")
+    one_shot = lifelong._repairer(setup, "tabletop", "one_shot", [batch(2, 1)], config)
+    assert one_shot is base
+    grown = lifelong._repairer(setup, "tabletop", "lifelong", [batch(2, 1), batch(1, 2)], config)
+    assert grown.replay.mask.shape == (6, 2)
+    assert sorted(grown.replay.mask[:, 0]) == [0, 0, 0, 1, 1, 2]
+    assert grown.config.replay_fraction == config.lifelong_replay_fraction
+
+
+def test_windows_keep_a_short_last_window():
+    entries = [{"success": s, "repaired": r} for s, r in
+               [(False, True), (True, False), (True, True), (True, False), (False, False)]]
+    found = lifelong.windows(entries, 2)
+    assert [(w["start"], w["end"], w["successes"], w["trials"], w["repairs"]) for w in found] \
+        == [(0, 2, 1, 2, 1), (2, 4, 2, 2, 1), (4, 5, 0, 1, 0)]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("modes", "base,forever", "modes"),
+    ("generator", "nope", "methods"),
+    ("stream_length", 0, "stream_length: must be >= 1"),
+    ("lifelong_replay_fraction", 1.0, "lifelong_replay_fraction"),
+    ("repair_classes", "everything", "repair_classes"),
+])
+def test_bad_config_is_refused_before_any_work(tmp_path, field, value, message):
+    config = lifelong_config.get_config("tiny")
+    config.checkpoint = "/nonexistent"
+    setattr(config, field, value)
+    with pytest.raises(ValueError, match=message):
+        lifelong.run(config, str(tmp_path))

@@ -1,0 +1,90 @@
+import json
+import os
+
+import pytest
+
+from experiments import sim2real
+from experiments.configs import sim2real as sim2real_config
+
+
+def test_tiny_sim2real_end_to_end_and_resume(tmp_path, tiny_checkpoint):
+    config = sim2real_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint[0]
+    results = sim2real.run(config, str(tmp_path))
+    for name in ("results.json", "results.md", "sim2real.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    rows = results["rows"]
+    assert {(r["axis"], r["gap"], r["method"]) for r in rows} == {
+        ("noise", 0.0, "original"), ("noise", 0.0, "repair:svgd"),
+        ("friction", 0.8, "original"), ("friction", 0.8, "repair:svgd")}
+    for row in rows:
+        assert row["detected"] == 1 and sum(row["confusion"].values()) == 1
+        assert 1 <= row["success"]["trials"] <= row["episodes"]
+    # The friction level's world really is slippery: its collected episodes carry the gap.
+    folder = tmp_path / "levels" / "friction=0.8"
+    (entry,) = [json.loads((folder / "collect" / p).read_text())
+                for p in os.listdir(folder / "collect")
+                if json.loads((folder / "collect" / p).read_text())["detected"]]
+    assert len(os.listdir(folder / "units")) == 2
+    assert entry["predicted_class"] in ("wrong_prediction", "sim2real")
+    stamps = {p: os.path.getmtime(folder / "units" / p) for p in os.listdir(folder / "units")}
+    again = sim2real.run(config, str(tmp_path))
+    assert json.dumps(again["rows"]) == json.dumps(rows)
+    assert stamps == {p: os.path.getmtime(folder / "units" / p) for p in stamps}
+
+
+def test_levels_set_the_world_fields_of_their_axis():
+    config = sim2real_config.get_config("default")
+    found = sim2real.levels(config)
+    assert [level.name for level in found] == [
+        "noise=0", "noise=0.2", "noise=0.4", "noise=0.6", "noise=0.8",
+        "friction=0", "friction=0.4", "friction=0.8"]
+    slippery = sim2real.level_config(config, found[-1])
+    assert tuple(slippery.friction_scale) == pytest.approx((0.2, 0.2))
+    assert slippery.noise_level == config.noise_level
+    assert sim2real.level_config(config, found[2]).noise_level == 0.4
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("noise_levels", "0.2,lots", "noise_levels: 'lots' is not a number"),
+    ("noise_levels", "1.5", "noise_levels: 1.5 is outside"),
+    ("friction_gaps", "0.2,0.2", "friction_gaps: repeated level"),
+])
+def test_bad_levels_are_refused(field, value, message):
+    config = sim2real_config.get_config("default")
+    setattr(config, field, value)
+    with pytest.raises(ValueError, match=message):
+        sim2real.levels(config)
+
+
+def test_no_levels_is_refused():
+    config = sim2real_config.get_config("default")
+    config.noise_levels = config.friction_gaps = ""
+    with pytest.raises(ValueError, match="both empty"):
+        sim2real.levels(config)
+
+
+def test_halving_gap_interpolates_between_levels():
+    assert sim2real.halving_gap([0.0, 0.2, 0.4], [0.8, 0.6, 0.2]) == pytest.approx(0.3)
+    assert sim2real.halving_gap([0.4, 0.0, 0.2], [0.2, 0.8, 0.6]) == pytest.approx(0.3)
+    assert sim2real.halving_gap([0.0, 0.2], [0.8, 0.5]) is None
+    assert sim2real.halving_gap([0.0, 0.2], [0.0, 0.0]) is None
+
+
+def test_episode_success_counts_undetected_episodes_as_they_ended():
+    entries = [{"name": "a", "detected": False, "success": True},
+               {"name": "b", "detected": False, "success": False},
+               {"name": "c", "detected": True, "success": False},
+               {"name": "d", "detected": True, "success": False}]
+    units = [{"failure": "c", "method": "m", "recovery": True},
+             {"failure": "d", "method": "m", "recovery": False},
+             {"failure": "c", "method": "other", "recovery": False}]
+    rate = sim2real.episode_success(entries, units, "m")
+    assert (rate["successes"], rate["trials"]) == (2, 4)
+    labelled = [{"detected": True, "predicted_class": "sim2real",
+                 "true_class": "wrong_prediction"},
+                {"detected": True, "predicted_class": "sim2real", "true_class": "sim2real"},
+                {"detected": True, "predicted_class": "sim2real", "true_class": "sim2real"},
+                {"detected": False}]
+    assert sim2real.confusion(labelled) == {"sim2real|sim2real": 2,
+                                            "sim2real|wrong_prediction": 1}
