@@ -171,18 +171,19 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
             for mode, by_task in streams.items() for task, entries in by_task.items()]
     results = {"config": config.to_dict(), "environment": reporting.environment(),
                "rows": rows, "figures": ["lifelong.png"]}
-    count = max((len(r["windows"]) for r in rows), default=0)
+    spans = max((r["windows"] for r in rows), key=len, default=[])
+    count = len(spans)
     lines = ["# Lifelong repair over a stream of OOD episodes", "",
              f"Tasks {config.tasks} at {config.object_count} objects; {config.stream_length} "
              f"OOD episodes per task (seed {config.stream_seed}), the same stream in every mode; "
              f"generator {config.generator}. base: no repair; one_shot: the first failure "
-             "classified wrong_prediction is repaired (replay fraction "
+             f"classified {config.repair_classes} is repaired (replay fraction "
              f"{config.finetune.replay_fraction}) and that model kept; lifelong: every such "
              "failure repairs the current model, replaying the base data and all earlier "
              f"repairs' labels (replay fraction {config.lifelong_replay_fraction}). Success per "
              f"window of {size} episodes (repairs in the window); 95 % Wilson intervals.", "",
-             "| task | mode | repairs | " + " | ".join(f"episodes {w * size + 1}-"
-                                                       f"{(w + 1) * size}" for w in range(count))
+             "| task | mode | repairs | " + " | ".join(f"episodes {w['start'] + 1}-{w['end']}"
+                                                       for w in spans)
              + " | whole stream |", "|" + " --- |" * (count + 4)]
     for row in sorted(rows, key=lambda r: (r["task"], MODES.index(r["mode"]))):
         cells = [f"{w['rate']:.1f} ({w['repairs']})" for w in row["windows"]]

@@ -11,6 +11,10 @@ from f2p import tasks
 from f2p.io import checkpoint, dataset, pretrained
 from f2p.scene import K_MAX, NUM_RELATIONS, Transition, stack_rows, transition_skill
 
+# One xdist worker runs the whole module, so that its module fixtures are computed once
+# (make test runs pytest with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("pretrain")
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):

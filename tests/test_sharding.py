@@ -1,87 +1,71 @@
-"""Tests of sharded generation: the state axis split over 4 forced CPU devices (a subprocess)."""
-
-import os
-import subprocess
-import sys
+"""Tests of sharded generation: the state axis split over the 4 CPU devices conftest forces."""
 
 import numpy as np
 import pytest
 
 from f2p import sharding
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One xdist worker runs the whole module, so that its module fixtures are computed once
+# (make test runs pytest with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sharding")
+
 NUM_DEVICES = 4
 # Differences come only from float32 rounding: split reductions (the kernel's matmul, the
 # centring mean, the median's counts) are summed in another order, and each device's code is
-# vectorised for its own batch (gradient's independent particles differ too). Measured: states
+# vectorised for its own batch. Measured (model relation term): states
 # (~0.04 m) at most 2e-7 m apart, log-densities (~80 nats) 1e-7 relative, actions equal.
 # atol = rtol = 1e-5 leaves a margin of 50 over the states' rounding; atol is needed for
 # near-zero offsets, whose relative error reaches 6e-4.
 RTOL = ATOL = 1e-5
 
-CHILD = """
-import sys
-
-import jax
-import numpy as np
-
-from f2p import generation, sharding, synthetic_failure
-from f2p.generation import GenerationConfig
-from f2p.models import SkillEffectModel
-from f2p.models import get_config as model_config
-from f2p.objectives import ObjectiveConfig
-from f2p.scene import K_MAX
-
-assert len(jax.devices()) == 4, jax.devices()
-model = SkillEffectModel(model_config("tiny").model)
-params = model.init(jax.random.PRNGKey(0), K_MAX, 32)
-# The geometric relation term: the same sharded program, a third of the model term's compile.
-objective = ObjectiveConfig(relation_term="geometric", num_points=32)
-config = GenerationConfig(num_states=8, num_actions=4, state_steps=4, action_steps=3)
-data = synthetic_failure.failure_data(synthetic_failure.make_failure(0, 32), objective)
-mesh = sharding.particle_mesh()
-key = jax.random.PRNGKey(1)
-out = {}
-for name in ("svgd",):  # the kernel's cross-particle sums are the hard case; gradient has none
-    plain, _ = generation.generate_particles(name, key, model, params, data, objective, config)
-    split, _ = generation.generate_particles(name, key, model, params, data, objective, config,
-                                             mesh=mesh)
-    for field in ("states", "actions", "state_log_prob"):
-        out[f"{name}.{field}.plain"] = np.asarray(getattr(plain, field))
-        out[f"{name}.{field}.split"] = np.asarray(getattr(split, field))
-        array = getattr(split, field)
-        out[f"{name}.{field}.devices"] = sharding.num_devices_spanned(array)
-        out[f"{name}.{field}.shard_shape"] = array.sharding.shard_shape(array.shape)
-        out[f"{name}.{field}.plain_devices"] = sharding.num_devices_spanned(getattr(plain, field))
-swept, _ = generation.generate_sweep("svgd", key, model, params, data, objective, config,
-                                     {"generation.bandwidth_scale": [1.0, 4.0]}, mesh=mesh)
-out["sweep.states"] = np.asarray(swept.states)
-out["sweep.actions"] = np.asarray(swept.actions)
-out["sweep.devices"] = sharding.num_devices_spanned(swept.states)
-try:
-    generation.generate_particles("svgd", key, model, params, data, objective,
-                                  config._replace(num_states=6), mesh=mesh)
-except ValueError as error:
-    out["error"] = str(error)
-np.savez(sys.argv[1], **out)
-"""
-
-
 @pytest.fixture(scope="module")
-def child(tmp_path_factory):
-    """Runs CHILD with 4 forced CPU devices (JAX fixes the count at import) and loads its output."""
-    path = str(tmp_path_factory.mktemp("sharding") / "out.npz")
-    flags = f"{os.environ.get('XLA_FLAGS', '')} " \
-            f"--xla_force_host_platform_device_count={NUM_DEVICES}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags.strip(),
-               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+def child():
+    """Plain and sharded runs over the 4 CPU devices tests/conftest.py forces, as arrays."""
+    import jax
+
+    from f2p import generation, synthetic_failure
+    from f2p.generation import GenerationConfig
+    from f2p.models import SkillEffectModel
+    from f2p.models import get_config as model_config
+    from f2p.objectives import ObjectiveConfig
+    from f2p.scene import K_MAX
+
+    assert len(jax.devices()) == NUM_DEVICES, jax.devices()
+    model = SkillEffectModel(model_config("tiny").model)
+    params = model.init(jax.random.PRNGKey(0), K_MAX, 32)
+    # The geometric relation term: the same sharded program, a third of the model term's
+    # compile.
+    objective = ObjectiveConfig(relation_term="geometric", num_points=32)
+    config = GenerationConfig(num_states=8, num_actions=4, state_steps=4, action_steps=3)
+    data = synthetic_failure.failure_data(synthetic_failure.make_failure(0, 32), objective)
+    mesh = sharding.particle_mesh()
+    key = jax.random.PRNGKey(1)
+    out = {}
+    # svgd only: the kernel's sums over particles are the hard case; gradient has none.
+    for name in ("svgd",):
+        plain, _ = generation.generate_particles(name, key, model, params, data, objective,
+                                                 config)
+        split, _ = generation.generate_particles(name, key, model, params, data, objective,
+                                                 config, mesh=mesh)
+        for field in ("states", "actions", "state_log_prob"):
+            out[f"{name}.{field}.plain"] = np.asarray(getattr(plain, field))
+            out[f"{name}.{field}.split"] = np.asarray(getattr(split, field))
+            array = getattr(split, field)
+            out[f"{name}.{field}.devices"] = sharding.num_devices_spanned(array)
+            out[f"{name}.{field}.shard_shape"] = array.sharding.shard_shape(array.shape)
+            out[f"{name}.{field}.plain_devices"] = sharding.num_devices_spanned(
+                getattr(plain, field))
+    swept, _ = generation.generate_sweep("svgd", key, model, params, data, objective, config,
+                                         {"generation.bandwidth_scale": [1.0, 4.0]}, mesh=mesh)
+    out["sweep.states"] = np.asarray(swept.states)
+    out["sweep.actions"] = np.asarray(swept.actions)
+    out["sweep.devices"] = sharding.num_devices_spanned(swept.states)
     try:
-        subprocess.run([sys.executable, "-c", CHILD, path], check=True, timeout=600, cwd=ROOT,
-                       capture_output=True, text=True, env=env)
-    except subprocess.CalledProcessError as error:
-        pytest.fail(f"child failed:\n{error.stderr[-3000:]}")
-    with np.load(path) as loaded:
-        return {name: loaded[name] for name in loaded.files}
+        generation.generate_particles("svgd", key, model, params, data, objective,
+                                      config._replace(num_states=6), mesh=mesh)
+    except ValueError as error:
+        out["error"] = str(error)
+    return out
 
 
 @pytest.mark.parametrize("name", ["svgd"])
