@@ -11,6 +11,7 @@ file, so a stopped run resumes.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from typing import Any
@@ -38,6 +39,19 @@ def check_config(config) -> tuple[list[str], list[str], list[int]]:
     return names, methods, counts
 
 
+def check_units(workdir: str, counts: list[int]) -> None:
+    """Raises ValueError when a unit on disk lacks one of the counts (written by another run)."""
+    folder = os.path.join(workdir, "units")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        with open(os.path.join(folder, name)) as file:
+            written = set(json.load(file).get("by_count", {}))
+        missing = sorted(set(map(str, counts)) - written, key=int)
+        if missing:
+            raise ValueError(f"config.eval_counts: units/{name} in {workdir} was written without "
+                             f"the counts {', '.join(missing)}; use another workdir (or delete "
+                             "its units/) to evaluate at new counts")
+
+
 def run(config, workdir: str) -> dict[str, Any]:
     """Collects, runs every unit and its evaluation at every count; writes the results.
 
@@ -45,6 +59,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       The results dict written to results.json.
     """
     names, methods, counts = check_config(config)
+    check_units(workdir, counts)
     for sub in ("collect", "failures", "base", "units", "generated", "models"):
         os.makedirs(os.path.join(workdir, sub), exist_ok=True)
     setup = loop.make_setup(config, workdir, names)

@@ -1,13 +1,16 @@
 """Lifelong repair: a stream of OOD episodes, every wrong prediction repairing the current model.
 
 run(config, workdir) plays, per task, the same stream of stream_length OOD episodes (seed
-stream_seed) in three modes: `base` (the base agent, no repair), `one_shot` (the paper's: the
-first failure classified in repair_classes is repaired with the main table's fine-tune settings
-and that model is kept for the rest of the stream) and `lifelong` (every such failure repairs
-the current model in turn, replaying the base data and the labels of every earlier repair).
-Success is the episode's: a repair inside an episode replans and continues, as in the main
-table's recovery. Every episode is a JSON file and every repaired model and its labels are
-saved, so a stopped stream resumes from its last episode with the model it had.
+stream_seed) in up to four modes: `base` (the base agent, no repair), `replan` (the base model
+replanning at a detection: what recovery gives without repair), `one_shot` (the paper's: the
+first failure classified in repair_classes is repaired with the main table's fine-tune settings,
+the episode replans and continues, and that model is kept, without further repair, for the rest
+of the stream) and `lifelong` (every such failure repairs the current model in turn, at most one
+repair per episode, replaying the base data and the labels of every earlier repair at
+lifelong_replay_fraction). Success is the episode's: a repair inside an episode replans and
+continues, as in the main table's recovery. Every episode is a JSON file and every repaired
+model and its labels are saved, so a stopped stream resumes from its last episode with the
+model it had.
 """
 
 from __future__ import annotations
@@ -22,17 +25,17 @@ import jax
 import numpy as np
 from absl import logging
 
-from f2p import fail2progress, tasks
+from f2p import fail2progress, generation, tasks
 from f2p.io import dataset, reporting, scores
 from f2p.io.config import parse_list
 from f2p.io.pretrained import export_params, load_base_model
-from f2p.recovery import original_policy
+from f2p.recovery import original_policy, replan_policy
 from f2p.repair import POLICY_PREFIX, repair_policy
 from f2p.scene import Transition
 from isaac_bridge import loop
 from isaac_bridge.episodes import make_specs
 
-MODES = ("base", "one_shot", "lifelong")
+MODES = ("base", "replan", "one_shot", "lifelong")
 
 
 def _concatenate(batches: list[Transition]) -> Transition:
@@ -79,12 +82,15 @@ def stream(mode: str, task: str, setup: loop.Setup, config, workdir: str
             captured: dict[str, Any] = {}
             repairs_left = mode == "lifelong" or (
                 mode == "one_shot" and not any(e["repaired"] for e in entries))
-            policy = (repair_policy(generator, _repairer(setup, task, mode, earlier, config),
-                                    int(config.max_rounds), repair_classes=classes,
-                                    on_repair=lambda result, _, captured=captured: captured.update(
-                                        result=result))
-                      if repairs_left else original_policy)
-            name = POLICY_PREFIX + generator if repairs_left else "original"
+            if repairs_left:  # one repair per episode: the stream is where rounds add up
+                name, policy = POLICY_PREFIX + generator, repair_policy(
+                    generator, _repairer(setup, task, mode, earlier, config), 1,
+                    repair_classes=classes, on_repair=lambda result, _, captured=captured:
+                    captured.update(result=result))
+            elif mode == "replan":
+                name, policy = "replan", replan_policy(int(config.max_replans))
+            else:
+                name, policy = "original", original_policy
             result = loop.play(spec, params, lambda world, name=name, policy=policy:
                                {name: policy}, setup, config)[name]
             entry = _episode_entry(result, spec, index, mode)
@@ -126,9 +132,12 @@ def check_config(config) -> tuple[list[str], list[str]]:
     """Returns (tasks, modes), checked; raises ValueError naming a bad field."""
     names = parse_list(config.tasks, tasks.task_names(), "tasks")
     modes = parse_list(config.modes, MODES, "modes")
-    loop.method_names(_with_method(config))
+    parse_list(config.generator, generation.GENERATOR_NAMES, "generator")
     parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
-    for field in ("stream_length", "window", "max_rounds"):
+    if int(config.object_count) not in tasks.OBJECT_COUNTS:
+        raise ValueError(f"config.object_count: {config.object_count} is not one of "
+                         f"{', '.join(map(str, tasks.OBJECT_COUNTS))}")
+    for field in ("stream_length", "window"):
         if int(config[field]) < 1:
             raise ValueError(f"config.{field}: must be >= 1, got {config[field]}")
     if not 0.0 <= float(config.lifelong_replay_fraction) < 1.0:
@@ -136,12 +145,6 @@ def check_config(config) -> tuple[list[str], list[str]]:
                          ", allowed [0, 1)")
     loop.repair_config(config)
     return names, modes
-
-
-def _with_method(config):
-    updated = config.copy_and_resolve_references()
-    updated.methods = POLICY_PREFIX + str(config.generator)
-    return updated
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -176,12 +179,15 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
     lines = ["# Lifelong repair over a stream of OOD episodes", "",
              f"Tasks {config.tasks} at {config.object_count} objects; {config.stream_length} "
              f"OOD episodes per task (seed {config.stream_seed}), the same stream in every mode; "
-             f"generator {config.generator}. base: no repair; one_shot: the first failure "
-             f"classified {config.repair_classes} is repaired (replay fraction "
-             f"{config.finetune.replay_fraction}) and that model kept; lifelong: every such "
-             "failure repairs the current model, replaying the base data and all earlier "
-             f"repairs' labels (replay fraction {config.lifelong_replay_fraction}). Success per "
-             f"window of {size} episodes (repairs in the window); 95 % Wilson intervals.", "",
+             f"generator {config.generator}. base: no repair; replan: the base model replans "
+             "at a detection; one_shot: the first failure classified "
+             f"{config.repair_classes} is repaired (replay fraction "
+             f"{config.finetune.replay_fraction}), its episode replans, and that model is kept "
+             "without further repair; lifelong: every such failure repairs the current model "
+             "and replans, replaying the base data and all earlier repairs' labels (replay "
+             f"fraction {config.lifelong_replay_fraction}), so it differs from one_shot in "
+             "both the number of repairs and the replay. Success per window of "
+             f"{size} episodes (repairs in the window); 95 % Wilson intervals.", "",
              "| task | mode | repairs | " + " | ".join(f"episodes {w['start'] + 1}-{w['end']}"
                                                        for w in spans)
              + " | whole stream |", "|" + " --- |" * (count + 4)]

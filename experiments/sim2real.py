@@ -2,13 +2,14 @@
 
 run(config, workdir) takes two gap axes, perception noise (config.noise_levels, the world's one
 noise knob) and friction (config.friction_gaps: the world's friction fixed at 1 - gap times the
-nominal simulator's). At every level it plays OOD episodes of failure_seed until num_failures
-detections per task (whatever their class: wrong_prediction failures are repaired, sim2real
-ones let the plan run on), scores Real2Sim classification against the ground truth, and runs
-every method's (failure, method) unit (isaac_bridge.loop). Success at a level is the share of
-the played OOD episodes that reach the goal: undetected episodes count as they ended, detected
-ones as the method recovered them. Every episode and unit is a JSON file, so a stopped run
-resumes.
+nominal simulator's). At every level it plays the same fixed list of num_episodes OOD episodes
+per task (seed failure_seed) and keeps every detection whatever its class, scores Real2Sim
+classification against the ground truth, and runs every method's (failure, method) unit
+(isaac_bridge.loop): wrong_prediction failures are repaired, sim2real ones let the plan run on.
+Success at a level is the share of the list reaching the goal: undetected episodes count as they
+ended, detected ones as the method recovered them (a fixed list, so the detection rate, which
+moves with the gap, does not bias the rate). Every episode and unit is a JSON file, so a
+stopped run resumes.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def levels(config) -> list[Level]:
 
 
 def level_config(config, level: Level):
-    """The config of one level: the gap's world fields set, every detection kept."""
+    """The config of one level: the gap's world fields set."""
     updated = config.copy_and_resolve_references()
     for field, value in level.overrides.items():
         setattr(updated, field, value)
@@ -80,10 +81,29 @@ def level_config(config, level: Level):
 
 
 def _collection_config(config):
-    """Keeps every detected failure whatever its class (the study scores the classifier)."""
+    """Plays all num_episodes episodes and keeps every detection whatever its class."""
     updated = config.copy_and_resolve_references()
     updated.repair_classes = ",".join(fail2progress.CLASSES)
+    # collect() stops once num_failures are kept: with one per episode it never stops early.
+    updated.num_failures = updated.max_collection_episodes = int(config.num_episodes)
     return updated
+
+
+def check_config(config) -> tuple[list[str], list[str], list[Level]]:
+    """Returns (tasks, methods, levels), checked; raises ValueError naming a bad field."""
+    names = parse_list(config.tasks, tasks.task_names(), "tasks")
+    methods = loop.method_names(config)
+    parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
+    if int(config.num_episodes) < 1:
+        raise ValueError(f"config.num_episodes: must be >= 1, got {config.num_episodes}")
+    if int(config.object_count) not in tasks.OBJECT_COUNTS:
+        raise ValueError(f"config.object_count: {config.object_count} is not one of "
+                         f"{', '.join(map(str, tasks.OBJECT_COUNTS))}")
+    if int(config.num_future) < 0 or int(config.num_retention) < 0:
+        raise ValueError("config.num_future, config.num_retention: must be >= 0, got "
+                         f"{config.num_future}, {config.num_retention}")
+    loop.repair_config(config)
+    return names, methods, levels(config)
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -92,11 +112,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     Returns:
       The results dict written to results.json.
     """
-    names = parse_list(config.tasks, tasks.task_names(), "tasks")
-    methods = loop.method_names(config)
-    parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
-    loop.repair_config(config)
-    gap_levels = levels(config)
+    names, methods, gap_levels = check_config(config)
     started, done = time.perf_counter(), 0
     setup = loop.make_setup(config, workdir, names)  # replay data is noise-free: shared
     collected: dict[str, dict[str, list]] = {}
@@ -217,9 +233,9 @@ def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, di
     results = {"config": config.to_dict(), "environment": reporting.environment(),
                "rows": rows, "halving": halving, "figures": ["sim2real.png"]}
     lines = ["# Success against the Sim2Real gap", "",
-             f"Tasks {config.tasks} at {config.object_count} objects; at each level OOD "
-             f"episodes of seed {config.failure_seed} until {config.num_failures} detections "
-             f"per task; {config.num_future} future OOD episodes (seed {config.eval_seed}) per "
+             f"Tasks {config.tasks} at {config.object_count} objects; at each level the same "
+             f"{config.num_episodes} OOD episodes per task (seed {config.failure_seed}), all "
+             f"played; {config.num_future} future OOD episodes (seed {config.eval_seed}) per "
              "repaired model. success: share of the played episodes reaching the goal "
              "(undetected ones as they ended, detected ones as the method recovered them); "
              "recovery: over the detections; classification: predicted|true Real2Sim class. "

@@ -14,22 +14,29 @@ def test_tiny_generalisation_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     for name in ("results.json", "results.md", "generalisation.png"):
         assert os.path.getsize(tmp_path / name) > 0
     rows = {(r["object_count"], r["method"]): r for r in results["rows"]}
-    assert set(rows) == {(5, "original"), (5, "repair:svgd")}
+    assert set(rows) == {(3, "original"), (3, "repair:svgd"), (5, "original"),
+                         (5, "repair:svgd")}
     for row in rows.values():
         assert row["future"]["trials"] == row["retention"]["trials"] == 1
         assert row["recovery"]["trials"] == 1
     (repaired,) = [json.loads((tmp_path / "units" / p).read_text())
                    for p in os.listdir(tmp_path / "units") if p.endswith("repair-svgd.json")]
-    assert repaired["repaired"] and set(repaired["by_count"]) == {"5"}
-    (episode,) = repaired["by_count"]["5"]["future"]
-    assert "-n5-ood-" in episode["episode"], "5-object episodes are played at 5 objects"
+    assert repaired["repaired"] and set(repaired["by_count"]) == {"3", "5"}
+    for count in (3, 5):  # each count's episodes are played at that count
+        for role, split in (("future", "ood"), ("retention", "train")):
+            (episode,) = repaired["by_count"][str(count)][role]
+            assert f"-n{count}-{split}-" in episode["episode"]
     assert "future" not in repaired, "by_count holds the episodes of every count"
     base = {p for p in os.listdir(tmp_path / "base")}
-    assert any("-n5-train-" in p for p in base) and not any("-n3-" in p for p in base)
+    assert {p.split("-e")[0] for p in base} == {"tabletop-n3-ood", "tabletop-n3-train",
+                                                "tabletop-n5-ood", "tabletop-n5-train"}
     stamps = {p: os.path.getmtime(tmp_path / "units" / p) for p in os.listdir(tmp_path / "units")}
     again = generalisation.run(config, str(tmp_path))
     assert json.dumps(again["rows"]) == json.dumps(results["rows"])
     assert stamps == {p: os.path.getmtime(tmp_path / "units" / p) for p in stamps}
+    config.eval_counts = "3,5,7"  # units written without 7 objects are not silently mixed
+    with pytest.raises(ValueError, match="config.eval_counts: .* without the counts 7"):
+        generalisation.run(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -15,8 +15,8 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     for name in ("results.json", "results.md", "lifelong.png"):
         assert os.path.getsize(tmp_path / name) > 0
     rows = {row["mode"]: row for row in results["rows"]}
-    assert set(rows) == {"base", "one_shot", "lifelong"}
-    assert rows["base"]["repairs"] == 0
+    assert set(rows) == {"base", "replan", "one_shot", "lifelong"}
+    assert rows["base"]["repairs"] == rows["replan"]["repairs"] == 0
     assert rows["one_shot"]["repairs"] == 1, "the untrained model's first episode fails"
     # Every failure repairs the lifelong model: at least as many repairs as one-shot.
     assert rows["lifelong"]["repairs"] >= rows["one_shot"]["repairs"]
@@ -32,6 +32,16 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     again = lifelong.run(config, str(tmp_path))
     assert json.dumps(again["rows"]) == json.dumps(results["rows"])
     assert stamps == {p: os.path.getmtime(folder / p) for p in stamps}
+    # Stopped before the last episode: the rerun plays only that one, with the model and the
+    # replay the stream had, and gets the same outcome.
+    last = sorted(os.listdir(folder))[-1]
+    os.remove(folder / last)
+    lifelong.run(config, str(tmp_path))
+    replayed = json.loads((folder / last).read_text())
+    keys = ("success", "detected", "class", "repaired")
+    assert {k: replayed[k] for k in keys} == {k: entries[-1][k] for k in keys}
+    assert {p: os.path.getmtime(folder / p) for p in stamps if p != last} == {
+        p: t for p, t in stamps.items() if p != last}
 
 
 def test_lifelong_replays_base_data_and_every_earlier_repair(tiny_checkpoint):
@@ -62,7 +72,8 @@ def test_windows_keep_a_short_last_window():
 
 @pytest.mark.parametrize("field, value, message", [
     ("modes", "base,forever", "modes"),
-    ("generator", "nope", "methods"),
+    ("generator", "nope", "config.generator: 'nope'"),
+    ("object_count", 4, "object_count: 4 is not one of"),
     ("stream_length", 0, "stream_length: must be >= 1"),
     ("lifelong_replay_fraction", 1.0, "lifelong_replay_fraction"),
     ("repair_classes", "everything", "repair_classes"),

@@ -34,7 +34,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     if variant == "tiny":
         config.checkpoint = ""
         config.tasks = "tabletop"  # a random model's tabletop plans are caught failing
-        config.eval_counts = "5"  # another count than the repair's
+        config.eval_counts = "3,5"
         config.num_failures = 1
         config.max_collection_episodes = 3
         config.num_future = 1

@@ -22,9 +22,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.stream_seed = 10
     config.stream_length = 50  # OOD episodes per task, the same stream in every mode
     config.window = 10  # success is reported per window of this many episodes
-    config.modes = "base,one_shot,lifelong"
+    config.modes = "base,replan,one_shot,lifelong"
     config.generator = "svgd"
-    config.max_rounds = 1  # repairs per episode
     config.repair_classes = "wrong_prediction"
     # Share of each lifelong fine-tune batch replayed from the base data and every earlier
     # repair's labels, fixed before any stream was played (the one-shot repair keeps the main

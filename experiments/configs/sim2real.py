@@ -22,17 +22,17 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # development seeds (1000, 1001).
     config.failure_seed = 8
     config.eval_seed = 9
-    # Detected failures per task and gap level, whatever their class: the study scores the
-    # classifier too, so sim2real ones are kept and every method meets them (the repair
-    # policies repair only `repair_classes` and let the rest of the plan run).
-    config.num_failures = 3
-    config.max_collection_episodes = 30
+    # OOD episodes per task and gap level: the same fixed list at every level, all played.
+    # Every detection is kept whatever its class (the study scores the classifier too) and
+    # every method meets it; the repair policies repair only `repair_classes` and let the
+    # rest of the plan run on the others.
+    config.num_episodes = 4
     config.num_future = 5  # fresh OOD episodes at the same gap per repaired model
     config.num_retention = 0
     config.methods = "original,replan,repair:svgd,repair:sampling"
     config.max_rounds = 1
     config.repair_classes = "wrong_prediction"
-    # The gaps: perception noise (the world's one noise knob, 0 to 1) with the physics ranges
+    # The gaps, each in [0, 1): perception noise (the world's one noise knob) with the ranges
     # of loop_sections, and a friction gap g with the world's friction fixed at (1 - g) x the
     # nominal simulator's (noise at its loop_sections value).
     config.noise_levels = "0.0,0.2,0.4,0.6,0.8"
@@ -42,8 +42,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     if variant == "tiny":
         config.checkpoint = ""
         config.tasks = "tabletop"  # a random model's tabletop plans are caught failing
-        config.num_failures = 1
-        config.max_collection_episodes = 3
+        config.num_episodes = 2
         config.num_future = 1
         config.methods = "original,repair:svgd"
         config.repair_classes = "wrong_prediction,sim2real"
