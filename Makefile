@@ -30,7 +30,7 @@ $(STAMP): setup.cfg pyproject.toml | sysdeps
 
 test: sysdeps $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=20 tests
+	$(PY) -m pytest -n 2 --durations=20 tests
 
 # The main job: one OOD transport failure taken from detection to a recovered task (Fail2Progress
 # with SVGD, the committed base model, MuJoCo); report in $(WORKDIR)/results.md.

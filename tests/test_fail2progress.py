@@ -20,10 +20,6 @@ from isaac_bridge.mujoco_backend import MujocoSimulator
 from isaac_bridge.real2sim import fit_scene
 from isaac_bridge.real_world import NOMINAL_RANGES, PhysicsRanges, RealWorld
 
-# One xdist worker runs the whole module, so that its module fixtures are computed once
-# (make test runs pytest with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("fail2progress")
-
 NUM_POINTS = 32
 TABLE, BLOCK = 0, 1
 BAG, TABLE_B = 1, 0  # the transport task's slots

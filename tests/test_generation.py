@@ -12,10 +12,6 @@ from f2p.models import get_config as model_config
 from f2p.objectives import POSE_DIMS, ObjectiveConfig
 from f2p.scene import K_MAX
 
-# One xdist worker runs the whole module, so that its module fixtures are computed once
-# (make test runs pytest with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("generation")
-
 NUM_POINTS = 32
 CAMERAS = synthetic_failure.CAMERAS
 # Two settings (each generator configuration compiles once, 10-30 s on two CPU cores). WIDE

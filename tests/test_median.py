@@ -13,10 +13,6 @@ import pytest
 
 from f2p import kernels
 
-# One xdist worker runs the whole module, so that its module fixtures are computed once
-# (make test runs pytest with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("median")
-
 # The selection runs in a child process so that a hang (the bug these cases once triggered)
 # fails the test at the time limit instead of stalling the suite. Generous for 2 busy cores.
 TIMEOUT_S = 240

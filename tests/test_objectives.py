@@ -14,10 +14,6 @@ from f2p.relations import hard_relations
 from f2p.scene import CONTAINER, FIXTURE, ITEM, K_MAX, PICK_PLACE, REL, Skill, make_scene
 from f2p.tasks.layout import MAX_CONTAINER_WALL
 
-# One xdist worker runs the whole module, so that its module fixtures are computed once
-# (make test runs pytest with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("objectives")
-
 NUM_POINTS = 32
 CAMERAS = np.array([[-1.0, 0.0, 1.0], [-0.5, 0.0, 1.5]], np.float32)
 TABLE_B, BAG, ITEM_A, ITEM_B = 0, 1, 2, 3  # the transport task's slots (3 movable objects)

@@ -11,10 +11,6 @@ from f2p import tasks
 from f2p.io import checkpoint, dataset, pretrained
 from f2p.scene import K_MAX, NUM_RELATIONS, Transition, stack_rows, transition_skill
 
-# One xdist worker runs the whole module, so that its module fixtures are computed once
-# (make test runs pytest with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("pretrain")
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
@@ -25,7 +21,15 @@ def tiny_run(tmp_path_factory):
     return config, workdir, results
 
 
-def test_tiny_run_writes_results_tables_figure_and_checkpoints(tiny_run):
+# The checks of the tiny run are one test, so that the run is made once even when pytest-xdist
+# spreads a module's tests over its workers.
+def test_tiny_run_reports_exports_and_resumes(tiny_run):
+    _check_tiny_run_writes_results_tables_figure_and_checkpoints(tiny_run)
+    _check_export_reloads_to_the_same_predictions(tiny_run)
+    _check_rerun_reuses_the_data_and_resumes_the_training(tiny_run)  # last: it reruns
+
+
+def _check_tiny_run_writes_results_tables_figure_and_checkpoints(tiny_run):
     config, workdir, results = tiny_run
     saved = json.load(open(os.path.join(workdir, "results.json")))
     assert saved["environment"]["versions"]["jax"] == "0.10.1"
@@ -54,7 +58,7 @@ def test_tiny_run_writes_results_tables_figure_and_checkpoints(tiny_run):
     assert checkpoint.latest_step(os.path.join(workdir, "checkpoints")) == config.train.num_steps
 
 
-def test_export_reloads_to_the_same_predictions(tiny_run):
+def _check_export_reloads_to_the_same_predictions(tiny_run):
     config, workdir, results = tiny_run
     readme = open(os.path.join(config.export_dir, "README.md")).read()
     assert "pytest tiny" in readme and "| transport | ood |" in readme
@@ -68,7 +72,7 @@ def test_export_reloads_to_the_same_predictions(tiny_run):
     assert again["f1_t1"] == results["metrics"]["tabletop"]["ood"]["f1_t1"]
 
 
-def test_rerun_reuses_the_data_and_resumes_the_training(tiny_run):
+def _check_rerun_reuses_the_data_and_resumes_the_training(tiny_run):
     config, workdir, results = tiny_run
     shard = os.path.join(workdir, results["data"]["packing"]["train"]["directory"],
                          "shard-00000.npz")

@@ -5,10 +5,6 @@ import pytest
 
 from f2p import sharding
 
-# One xdist worker runs the whole module, so that its module fixtures are computed once
-# (make test runs pytest with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("sharding")
-
 NUM_DEVICES = 4
 # Differences come only from float32 rounding: split reductions (the kernel's matmul, the
 # centring mean, the median's counts) are summed in another order, and each device's code is
@@ -68,8 +64,15 @@ def child():
     return out
 
 
-@pytest.mark.parametrize("name", ["svgd"])
-def test_sharded_generation_matches_the_unsharded_run(child, name):
+# The checks of the one fixture run in one test, so that the fixture is computed once even when
+# pytest-xdist spreads a module's tests over its workers.
+def test_sharded_runs_match_the_unsharded_ones_and_refuse_uneven_splits(child):
+    _check_sharded_generation_matches_the_unsharded_run(child, "svgd")
+    _check_a_sharded_sweep_matches_and_spans_the_devices(child)
+    _check_a_state_count_the_devices_do_not_divide_is_refused(child)
+
+
+def _check_sharded_generation_matches_the_unsharded_run(child, name):
     for field in ("states", "actions", "state_log_prob"):
         plain, split = child[f"{name}.{field}.plain"], child[f"{name}.{field}.split"]
         np.testing.assert_allclose(split, plain, rtol=RTOL, atol=ATOL, err_msg=field)
@@ -80,7 +83,7 @@ def test_sharded_generation_matches_the_unsharded_run(child, name):
     assert np.abs(child[f"{name}.states.plain"]).max() > 0  # the particles moved
 
 
-def test_a_sharded_sweep_matches_and_spans_the_devices(child):
+def _check_a_sharded_sweep_matches_and_spans_the_devices(child):
     assert child["sweep.states"].shape[0] == 2 and int(child["sweep.devices"]) == NUM_DEVICES
     # Point 0 is the config's own bandwidth scale: the plain svgd run.
     np.testing.assert_allclose(child["sweep.states"][0], child["svgd.states.plain"],
@@ -90,7 +93,7 @@ def test_a_sharded_sweep_matches_and_spans_the_devices(child):
     assert not np.allclose(child["sweep.states"][0], child["sweep.states"][1], atol=1e-4)
 
 
-def test_a_state_count_the_devices_do_not_divide_is_refused(child):
+def _check_a_state_count_the_devices_do_not_divide_is_refused(child):
     assert str(child["error"]) == ("generation.num_states: 6 particles do not split evenly "
                                    "over the mesh's 4 devices; use a multiple of 4")
 
