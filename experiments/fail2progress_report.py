@@ -37,12 +37,6 @@ def base_rows(base: dict[str, dict[str, list]]) -> list[dict[str, Any]]:
             for task, roles in base.items()]
 
 
-def _cell(rate: dict[str, float]) -> str:
-    if not rate["trials"]:
-        return "-"
-    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
-
-
 def markdown(results: dict[str, Any]) -> str:
     """results.md: the main table, timings and data, classification, base agent, notes."""
     config = results["config"]
@@ -60,7 +54,7 @@ def markdown(results: dict[str, Any]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in results["rows"]:
         lines.append(f"| {row['task']} | {row['method']} | {row['failures']} | "
-                     + " | ".join(_cell(row[r]) for r in RATES) + " |")
+                     + " | ".join(scores.cell(row[r]) for r in RATES) + " |")
     lines += ["", "## Time from a detected failure to the recovered plan, and the data", "",
               "| task | method | classify s | generate s | label s | fine-tune s | replan s | "
               "total s | compile s | labels | dropped | reproduction | diversity m | "
@@ -84,7 +78,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "## Base agent on the evaluation episodes (whole plans)", "",
               "| task | future OOD | in distribution |", "| --- | --- | --- |"]
     for row in results["base"]:
-        lines.append(f"| {row['task']} | {_cell(row['future'])} | {_cell(row['retention'])} |")
+        lines.append(f"| {row['task']} | {scores.cell(row['future'])} | "
+                     f"{scores.cell(row['retention'])} |")
     lines += story(results)
     lines += ["", *NOTES, "", *[f"![{name}]({name})" for name in results["figures"]]]
     return "\n".join(lines) + "\n"

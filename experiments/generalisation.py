@@ -32,9 +32,7 @@ def check_config(config) -> tuple[list[str], list[str], list[int]]:
     methods = loop.method_names(config)
     counts = parse_list(config.eval_counts, tasks.OBJECT_COUNTS, "eval_counts", int)
     parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
-    if int(config.object_count) not in tasks.OBJECT_COUNTS:
-        raise ValueError(f"config.object_count: {config.object_count} is not one of "
-                         f"{', '.join(map(str, tasks.OBJECT_COUNTS))}")
+    parse_list(config.object_count, tasks.OBJECT_COUNTS, "object_count", int)
     loop.repair_config(config)
     return names, methods, counts
 
@@ -99,12 +97,6 @@ def count_rows(units: list[dict[str, Any]], counts: list[int]) -> list[dict[str,
     return rows
 
 
-def _cell(rate: dict[str, float]) -> str:
-    if not rate["trials"]:
-        return "-"
-    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
-
-
 def write(workdir: str, config, collected: dict[str, list], units: list[dict[str, Any]],
           counts: list[int]) -> dict[str, Any]:
     """results.json, results.md (count x task x method) and generalisation.png."""
@@ -123,8 +115,8 @@ def write(workdir: str, config, collected: dict[str, list], units: list[dict[str
              "|" + " --- |" * 7]
     for row in rows:
         lines.append(f"| {row['object_count']} | {row['task']} | {row['method']} | "
-                     f"{row['failures']} | {_cell(row['recovery'])} | {_cell(row['future'])} | "
-                     f"{_cell(row['retention'])} |")
+                     f"{row['failures']} | {scores.cell(row['recovery'])} | "
+                     f"{scores.cell(row['future'])} | {scores.cell(row['retention'])} |")
     lines += ["", "![success by object count](generalisation.png)"]
     draw(os.path.join(workdir, "generalisation.png"), rows)
     reporting.write_json(os.path.join(workdir, "results.json"), results)

@@ -134,9 +134,7 @@ def check_config(config) -> tuple[list[str], list[str]]:
     modes = parse_list(config.modes, MODES, "modes")
     parse_list(config.generator, generation.GENERATOR_NAMES, "generator")
     parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
-    if int(config.object_count) not in tasks.OBJECT_COUNTS:
-        raise ValueError(f"config.object_count: {config.object_count} is not one of "
-                         f"{', '.join(map(str, tasks.OBJECT_COUNTS))}")
+    parse_list(config.object_count, tasks.OBJECT_COUNTS, "object_count", int)
     for field in ("stream_length", "window"):
         if int(config[field]) < 1:
             raise ValueError(f"config.{field}: must be >= 1, got {config[field]}")

@@ -96,9 +96,7 @@ def check_config(config) -> tuple[list[str], list[str], list[Level]]:
     parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
     if int(config.num_episodes) < 1:
         raise ValueError(f"config.num_episodes: must be >= 1, got {config.num_episodes}")
-    if int(config.object_count) not in tasks.OBJECT_COUNTS:
-        raise ValueError(f"config.object_count: {config.object_count} is not one of "
-                         f"{', '.join(map(str, tasks.OBJECT_COUNTS))}")
+    parse_list(config.object_count, tasks.OBJECT_COUNTS, "object_count", int)
     if int(config.num_future) < 0 or int(config.num_retention) < 0:
         raise ValueError("config.num_future, config.num_retention: must be >= 0, got "
                          f"{config.num_future}, {config.num_retention}")
@@ -208,12 +206,6 @@ def level_rows(level: Level, entries: dict[str, list], units: list[dict[str, Any
     return rows
 
 
-def _cell(rate: dict[str, float]) -> str:
-    if not rate["trials"]:
-        return "-"
-    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
-
-
 def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, dict],
           units: dict[str, list]) -> dict[str, Any]:
     """results.json, results.md (a table per axis, the halving gaps) and sim2real.png."""
@@ -251,8 +243,8 @@ def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, di
         for r in cells:
             matrix = ", ".join(f"{k} {v}" for k, v in r["confusion"].items()) or "-"
             lines.append(f"| {r['gap']:g} | {r['task']} | {r['method']} | {r['episodes']} | "
-                         f"{_cell(r['success'])} | {_cell(r['recovery'])} | "
-                         f"{_cell(r['future'])} | {r['classified_sim2real']}/{r['detected']}"
+                         f"{scores.cell(r['success'])} | {scores.cell(r['recovery'])} | "
+                         f"{scores.cell(r['future'])} | {r['classified_sim2real']}/{r['detected']}"
                          f" | {r['classification_accuracy']:.2f} | {matrix} |")
         lines.append("")
     if halving:

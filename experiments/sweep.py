@@ -142,12 +142,6 @@ def sweep_rows(points: list[Point], units: list[dict[str, Any]]) -> list[dict[st
     return rows
 
 
-def _cell(rate: dict[str, float]) -> str:
-    if not rate["trials"]:
-        return "-"
-    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
-
-
 def sweep_title(points: list[Point]) -> str:
     """E.g. 'generation.num_states x finetune.steps' (zipped fields joined by '+')."""
     return " x ".join(point_fields(points))
@@ -177,7 +171,7 @@ def write(workdir: str, config, sweeps: list[list[Point]],
         for row in rows:
             lines.append("| " + " | ".join(str(row[f]) for f in fields)
                          + f" | {row['task']} | {row['method']} | {row['failures']} | "
-                         + " | ".join(_cell(row[r]) for r in scores.RATES)
+                         + " | ".join(scores.cell(row[r]) for r in scores.RATES)
                          + f" | {row['labels']:.0f} | {row['generation_seconds']:.1f} |")
         lines += ["", f"![{sweep_title(points)}]({figure})", ""]
         draw(os.path.join(workdir, figure), points, rows)

@@ -21,6 +21,13 @@ def rate(successes: int, trials: int) -> dict[str, float]:
             "rate": successes / trials if trials else float("nan"), "low": low, "high": high}
 
 
+def cell(rate: dict[str, float]) -> str:
+    """A rate() as a Markdown cell: '0.60 [0.31, 0.83] (10)', or '-' for no trials."""
+    if not rate["trials"]:
+        return "-"
+    return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
+
+
 def median(values) -> float:
     """Median of the finite values (None and NaN skipped), NaN when none is left."""
     values = [v for v in values if v is not None and np.isfinite(v)]
