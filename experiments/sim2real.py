@@ -83,9 +83,11 @@ def level_config(config, level: Level):
 def _collection_config(config):
     """Plays all num_episodes episodes and keeps every detection whatever its class."""
     updated = config.copy_and_resolve_references()
-    updated.repair_classes = ",".join(fail2progress.CLASSES)
-    # collect() stops once num_failures are kept: with one per episode it never stops early.
-    updated.num_failures = updated.max_collection_episodes = int(config.num_episodes)
+    # config_flags locks the config it loads; num_failures and max_collection_episodes are new.
+    with updated.unlocked():
+        updated.repair_classes = ",".join(fail2progress.CLASSES)
+        # collect() stops once num_failures are kept: one per episode never stops it early.
+        updated.num_failures = updated.max_collection_episodes = int(config.num_episodes)
     return updated
 
 

@@ -53,7 +53,9 @@ def check_point(config, point: Point) -> None:
 
 def _with_methods(config):
     updated = config.copy_and_resolve_references()
-    updated.methods = config.method
+    # config_flags locks the config it loads: `methods` is a new key, so unlock to add it.
+    with updated.unlocked():
+        updated.methods = config.method
     return updated
 
 

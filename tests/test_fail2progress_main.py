@@ -10,6 +10,7 @@ from experiments.configs import fail2progress as fail2progress_config
 def test_tiny_fail2progress_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     config = fail2progress_config.get_config("tiny")
     config.checkpoint = tiny_checkpoint[0]
+    config.lock()  # as config_flags hands it to the main: no new keys added
     results = fail2progress.run(config, str(tmp_path))
     for name in ("results.json", "results.md", "rates.png"):
         assert os.path.getsize(tmp_path / name) > 0

@@ -10,6 +10,7 @@ from experiments.configs import generalisation as generalisation_config
 def test_tiny_generalisation_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     config = generalisation_config.get_config("tiny")
     config.checkpoint = tiny_checkpoint[0]
+    config.lock()  # as config_flags hands it to the main: no new keys added
     results = generalisation.run(config, str(tmp_path))
     for name in ("results.json", "results.md", "generalisation.png"):
         assert os.path.getsize(tmp_path / name) > 0

@@ -11,6 +11,7 @@ from experiments.configs import lifelong as lifelong_config
 def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     config = lifelong_config.get_config("tiny")
     config.checkpoint = tiny_checkpoint[0]
+    config.lock()  # as config_flags hands it to the main: no new keys added
     results = lifelong.run(config, str(tmp_path))
     for name in ("results.json", "results.md", "lifelong.png"):
         assert os.path.getsize(tmp_path / name) > 0

@@ -13,6 +13,7 @@ def test_tiny_study_writes_rows_reports_and_resumes(tmp_path, tiny_checkpoint):
     config = scaling_config.get_config("tiny")
     config.checkpoint = tiny_checkpoint[0]
     workdir = str(tmp_path / "study")
+    config.lock()  # as config_flags hands it to the main: no new keys added
     results = scaling.run(config, workdir)
     # 1 N x 1 generator x 1 device count (2 forced CPU devices in a worker process).
     assert len(results["rows"]) == 1 and not results["missing"]

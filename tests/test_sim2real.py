@@ -12,6 +12,7 @@ from isaac_bridge.episodes import EpisodeSpec, make_world
 def test_tiny_sim2real_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     config = sim2real_config.get_config("tiny")
     config.checkpoint = tiny_checkpoint[0]
+    config.lock()  # as config_flags hands it to the main: no new keys added
     results = sim2real.run(config, str(tmp_path))
     for name in ("results.json", "results.md", "sim2real.png"):
         assert os.path.getsize(tmp_path / name) > 0

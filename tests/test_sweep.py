@@ -10,6 +10,7 @@ from experiments.configs import sweep as sweep_config
 def test_tiny_sweep_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     config = sweep_config.get_config("tiny")
     config.checkpoint = tiny_checkpoint[0]
+    config.lock()  # as config_flags hands it to the main: no new keys added
     results = sweep.run(config, str(tmp_path))
     (only,) = results["sweeps"]
     assert only["fields"] == ["finetune.steps"]
@@ -37,6 +38,7 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, tiny_checkpoint):
 
 def test_default_sweeps_parse_and_the_budget_sweep_is_a_grid_over_generators():
     config = sweep_config.get_config("default")
+    config.lock()  # as config_flags hands it to sweep_main: checking a point adds no key
     sweeps = sweep.sweep_points(config)
     assert len(sweeps) == len(sweep_config.DEFAULT_SWEEPS)
     budget = sweeps[-1]

@@ -34,6 +34,15 @@ def median(values) -> float:
     return float(np.median(values)) if values else float("nan")
 
 
+def mean(values) -> float:
+    """Mean of the finite values (None and NaN skipped), NaN when none is left.
+
+    JSON stores an undefined figure (the random generator's state diversity) as null.
+    """
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def summarise(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per task x method: the four rates (Wilson), stage seconds, labels, quality."""
     rows = []
@@ -60,7 +69,7 @@ def summarise(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                 if repairs else row["plan_seconds"])
         for key in ("compile_seconds", "labels", "dropped", "reproduction", "diversity",
                     "attempts", "accepted"):
-            row[key] = float(np.mean([r[key] for r in repairs])) if repairs else float("nan")
+            row[key] = mean(r[key] for r in repairs)
         row["same_failure"] = all(u["same_failure"] for u in cell)
         rows.append(row)
     return rows
