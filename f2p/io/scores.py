@@ -28,18 +28,20 @@ def cell(rate: dict[str, float]) -> str:
     return f"{rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] ({rate['trials']})"
 
 
+def _finite(values) -> list[float]:
+    # JSON stores an undefined figure (a random repair's state diversity) as null.
+    return [v for v in values if v is not None and np.isfinite(v)]
+
+
 def median(values) -> float:
     """Median of the finite values (None and NaN skipped), NaN when none is left."""
-    values = [v for v in values if v is not None and np.isfinite(v)]
+    values = _finite(values)
     return float(np.median(values)) if values else float("nan")
 
 
 def mean(values) -> float:
-    """Mean of the finite values (None and NaN skipped), NaN when none is left.
-
-    JSON stores an undefined figure (the random generator's state diversity) as null.
-    """
-    values = [v for v in values if v is not None and np.isfinite(v)]
+    """Mean of the finite values (None and NaN skipped), NaN when none is left."""
+    values = _finite(values)
     return float(np.mean(values)) if values else float("nan")
 
 
