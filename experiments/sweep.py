@@ -165,7 +165,7 @@ def write(workdir: str, config, sweeps: list[list[Point]],
         results["sweeps"].append({"fields": point_fields(points), "rows": rows,
                                   "figure": figure})
         results["figures"].append(figure)
-        fields = point_fields(points)
+        fields = [f for f in point_fields(points) if f != "method"]  # a column of its own
         lines += [f"## {sweep_title(points)}", "",
                   "| " + " | ".join(fields) + " | task | method | failures | recovery | retry"
                   " | future OOD | retention | labels | generation s |",

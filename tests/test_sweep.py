@@ -64,3 +64,21 @@ def test_bad_sweeps_are_refused_before_any_work(tmp_path, sweeps, message):
     config.sweeps = sweeps
     with pytest.raises(ValueError, match=message):
         sweep.run(config, str(tmp_path))
+
+
+def test_a_method_sweep_has_one_method_column(tmp_path):
+    config = sweep_config.get_config("tiny")
+    points = [(("finetune.steps", 1), ("method", name))
+              for name in ("repair:svgd", "repair:random")]
+    repair = {"generation_seconds": 0.5, "labelling_seconds": 8.0, "finetune_seconds": 30.0,
+              "compile_seconds": 0.0, "labels": 50, "dropped": 0, "reproduction": 0.0,
+              "diversity": None, "attempts": 0, "accepted": 0}
+    units = [{"task": "packing", "method": dict(point)["method"], "failure": "f0",
+              "recovery": True, "retry": False, "repaired": True, "same_failure": True,
+              "repair": repair, "future": [], "retention": [],
+              "recoveries": [{"action": "replace", "classify_seconds": 0.1, "plan_seconds": 0.2}],
+              "point": sweep.point_name(point)} for point in points]
+    sweep.write(str(tmp_path), config, [points], {0: units})
+    table = (tmp_path / "results.md").read_text()
+    assert "| finetune.steps | task | method | failures |" in table
+    assert "| 1 | packing | repair:random | 1 | 1.00" in table
