@@ -47,16 +47,8 @@ def sweep_points(config) -> list[list[Point]]:
 def check_point(config, point: Point) -> None:
     """Raises ValueError when a point's config is not a runnable repair config."""
     updated = apply_point(config, point)
-    loop.method_names(_with_methods(updated))
+    loop.method_names(updated, updated.method)
     loop.repair_config(updated)
-
-
-def _with_methods(config):
-    updated = config.copy_and_resolve_references()
-    # config_flags locks the config it loads: `methods` is a new key, so unlock to add it.
-    with updated.unlocked():
-        updated.methods = config.method
-    return updated
 
 
 def repair_only(point: Point) -> bool:

@@ -38,10 +38,13 @@ BASELINES = ("original", "replan")
 ORACLE = "oracle"
 
 
-def method_names(config) -> list[str]:
-    """The methods of config.methods (original, replan, repair:<generator>), checked."""
+def method_names(config, methods: str | None = None) -> list[str]:
+    """The methods of `methods` (default config.methods), checked; errors name config.methods.
+
+    Methods are original, replan and repair:<generator>.
+    """
     allowed = list(BASELINES) + [POLICY_PREFIX + name for name in generation.GENERATOR_NAMES]
-    return parse_list(config.methods, allowed, "methods")
+    return parse_list(config.methods if methods is None else methods, allowed, "methods")
 
 
 def repair_config(config) -> RepairConfig:
