@@ -210,6 +210,46 @@ def _link(section: Section, name: str) -> str:
     return urllib.parse.quote(f"figures/{section.name}/{relative}")
 
 
+def previous_sections(output_dir: str) -> dict[str, dict[str, str]]:
+    """The finished sections of the report already in output_dir, by title.
+
+    Returns {title: {"body": the section's Markdown below its heading, "written": the overview
+    table's written column, "generated": when that report was generated}}; {} when there is no
+    earlier report. Sections the earlier report had not run (or could not read) are left out.
+    """
+    path = os.path.join(output_dir, "report.md")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as file:
+        text = file.read()
+    generated = re.search(r"^Generated (.+?) by ", text, flags=re.M)
+    rows = {match.group(1): (match.group(2), match.group(3))
+            for match in re.finditer(r"^\| (.+?) \| `[^`]*` \| ([a-z ]+) \| (.+?) \|$", text,
+                                     flags=re.M)}
+    found = {}
+    # Included results are demoted below H2, so "## " at a line start opens a section.
+    for chunk in re.split(r"^## ", text, flags=re.M)[1:]:
+        title, _, body = chunk.partition("\n")
+        status, written = rows.get(title.strip(), ("", "-"))
+        if status in ("finished", "partial", "carried over"):
+            found[title.strip()] = {"body": body.strip(), "written": written,
+                                    "generated": generated.group(1) if generated else "?"}
+    return found
+
+
+def carry_over(found: dict[str, Any], previous: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """`found` of a section with no results here, replaced by its earlier report's text.
+
+    Workdirs are not committed, so a fresh checkout has none of the long runs; the last report
+    is then the only record of them, kept (and labelled as such) until the run is repeated.
+    """
+    old = previous.get(found["section"].title)
+    if found["status"] not in ("missing", "unfinished") or old is None:
+        return found
+    return {**found, "status": "carried over", "written": old["written"],
+            "carried": old}
+
+
 def _status_line(found: dict[str, Any]) -> str:
     section, status = found["section"], found["status"]
     expected = os.path.join(section.path, "results.json")
@@ -228,6 +268,13 @@ def render_section(found: dict[str, Any]) -> str:
     """The Markdown of one section: heading, record, notes, results.md, remaining figures."""
     section = found["section"]
     lines = [f"## {section.title}", ""]
+    if found["status"] == "carried over":
+        old = found["carried"]
+        if not old["body"].startswith("Carried over"):
+            lines += [f"Carried over from the report generated {old['generated']}: this "
+                      f"checkout has no results at `{section.path}`, so the text and figures "
+                      f"below are that report's, unchanged (to redo: `{section.command}`).", ""]
+        return "\n".join(lines + [old["body"]]).strip() + "\n"
     if found["status"] not in ("finished", "partial"):
         lines += [f"{_status_line(found)[0].upper()}{_status_line(found)[1:]}.", "",
                   *[f"- {note}" for note in found["notes"]]]
@@ -266,11 +313,14 @@ def render(config, gathered: list[dict[str, Any]], generated: str) -> str:
              f"Generated {generated} by `make report` (`python -m experiments.report_main`). "
              "Every number below is copied from the experiments' own files "
              f"(`{config.results_file}`, `{config.markdown_file}`, figures); a section whose "
-             "results do not exist yet says so and names the command that makes them.", "",
+             "results do not exist yet says so and names the command that makes them; one "
+             "marked carried over is the previous report's, kept because its results are not "
+             "in this checkout.", "",
              "| section | workdir | status | written |", "| --- | --- | --- | --- |"]
     for found in gathered:
         section = found["section"]
-        status = found["status"] if found["status"] in ("finished", "partial") else (
+        status = found["status"] if found["status"] in ("finished", "partial",
+                                                         "carried over") else (
             "not run yet" if found["status"] != "unreadable" else "unreadable")
         lines.append(f"| {section.title} | `{section.path}` | {status} | "
                      f"{found.get('written', '-')} |")
@@ -294,7 +344,9 @@ def build(config, output_dir: str, now: datetime.datetime | None = None) -> dict
 
     The report is assembled in a temporary folder beside output_dir and renamed into place, so
     a reader sees the old report or the new one, never a half-written one (between the two
-    renames that swap them there is, for an instant, no folder).
+    renames that swap them there is, for an instant, no folder). With config.carry_over (the
+    default), a section whose workdir holds no results keeps the earlier report's text and
+    figures, labelled as carried over, rather than losing the only record of a long run.
 
     Args:
       config: see experiments/configs/report.py (sections, commands, titles, file names).
@@ -316,13 +368,17 @@ def build(config, output_dir: str, now: datetime.datetime | None = None) -> dict
         if extra:
             raise ValueError(f"output_dir {output_dir!r}: holds {', '.join(extra)}, not only "
                              "report.md and figures/; refusing to replace it")
-    gathered = [gather(section, config) for section in sections]
+    previous = previous_sections(output_dir) if config.get("carry_over", True) else {}
+    gathered = [carry_over(gather(section, config), previous) for section in sections]
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
     try:
         for found in gathered:
             section = found["section"]
+            old_figures = os.path.join(output_dir, "figures", section.name)
+            if found["status"] == "carried over" and os.path.isdir(old_figures):
+                shutil.copytree(old_figures, os.path.join(staging, "figures", section.name))
             for name in found["figures"]:
                 target = os.path.join(staging, urllib.parse.unquote(_link(section, name)))
                 os.makedirs(os.path.dirname(target), exist_ok=True)

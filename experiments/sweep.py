@@ -96,7 +96,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     resources = _Resources(names)
     work = [(index, point) for index, points in enumerate(sweeps) for point in points]
     units: dict[int, list[dict[str, Any]]] = {index: [] for index in range(len(sweeps))}
-    started, done = time.perf_counter(), 0
+    started, done, missing = time.perf_counter(), 0, 0
     try:
         for position, (index, point) in enumerate(work):
             point_config = apply_point(config, point)
@@ -113,6 +113,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                     path = os.path.join(point_dir, "units",
                                         loop.unit_name(entry["name"], method) + ".json")
                     fresh = not os.path.exists(path)
+                    if fresh and config.only_existing:
+                        missing += 1
+                        continue
                     unit = loop.read_or_make(path, functools.partial(
                         loop.run_unit, entry, method, setup, point_config, point_dir,
                         base[name]))
@@ -123,7 +126,7 @@ def run(config, workdir: str) -> dict[str, Any]:
                          point_name(point), rate)
     finally:
         resources.close()
-    return write(workdir, config, sweeps, units)
+    return write(workdir, config, sweeps, units, missing)
 
 
 def sweep_rows(points: list[Point], units: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,15 +145,23 @@ def sweep_title(points: list[Point]) -> str:
 
 
 def write(workdir: str, config, sweeps: list[list[Point]],
-          units: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """results.json, results.md (a table per sweep) and sweep_<i>.png."""
+          units: dict[int, list[dict[str, Any]]], missing: int = 0) -> dict[str, Any]:
+    """results.json, results.md (a table per sweep) and sweep_<i>.png.
+
+    `missing` units (not on disk, skipped with config.only_existing) make the results partial.
+    """
     results = {"config": config.to_dict(), "environment": reporting.environment(),
                "sweeps": [], "figures": []}
+    done = sum(len(cell) for cell in units.values())
+    if missing:
+        results["partial"] = f"{done} of {done + missing} units on disk (only_existing)"
     lines = ["# Ablation sweeps", "",
              f"Tasks {config.tasks}; {config.num_failures} failures per task (failure seed "
              f"{config.failure_seed}), {config.num_future} future OOD and {config.num_retention}"
              f" retention episodes per repaired model (evaluation seed {config.eval_seed}). "
              "Rates with 95 % Wilson intervals (trials).", ""]
+    if missing:
+        lines += [f"**Partial**: {results['partial']}; the rows below cover only those.", ""]
     for index, points in enumerate(sweeps):
         rows = sweep_rows(points, units[index])
         figure = f"sweep_{index}.png"
@@ -174,6 +185,21 @@ def write(workdir: str, config, sweeps: list[list[Point]],
     return results
 
 
+BUDGET_FIELDS = ("generation.num_states", "generation.num_actions")
+
+
+def x_axis(fields: list[str]) -> tuple[tuple[str, ...], str]:
+    """The fields a sweep's figure plots along, and the axis label.
+
+    A sweep of both particle counts is plotted against the label budget N x M (their product:
+    zipped counts such as N=10 with M=5 and M=10 would otherwise share an x); any other sweep
+    against its first field.
+    """
+    if set(BUDGET_FIELDS) <= set(fields):
+        return BUDGET_FIELDS, "label budget N x M"
+    return (fields[0],), fields[0]
+
+
 def draw(path: str, points: list[Point], rows: list[dict[str, Any]]) -> None:
     """Recovery and future OOD success against the sweep's first field, a line per rest."""
     import matplotlib
@@ -181,16 +207,17 @@ def draw(path: str, points: list[Point], rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    first = point_fields(points)[0]
+    fields = point_fields(points)
+    along, label_x = x_axis(fields)
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     series: dict[str, list] = {}
     for row in rows:
-        rest = ", ".join(f"{k}={v}" for k, v in row.items()
-                         if k in point_fields(points) and k != first)
+        rest = ", ".join(f"{k}={v}" for k, v in row.items() if k in fields and k not in along)
         series.setdefault(f"{row['task']} {rest}".strip(), []).append(row)
     for axis, rate in zip(axes, ("recovery", "future"), strict=True):
         for label, cells in series.items():
-            x = [cell[first] for cell in cells]
+            x = [int(np.prod([cell[f] for f in along])) if len(along) > 1 else cell[along[0]]
+                 for cell in cells]
             numeric = all(isinstance(v, (int, float)) for v in x)
             positions = x if numeric else np.arange(len(x))
             axis.errorbar(positions, [c[rate]["rate"] for c in cells],
@@ -199,7 +226,9 @@ def draw(path: str, points: list[Point], rows: list[dict[str, Any]]) -> None:
                           marker="o", capsize=3, label=label)
             if not numeric:
                 axis.set_xticks(positions, [str(v) for v in x])
-        axis.set_xlabel(first)
+        if len(along) > 1:
+            axis.set_xscale("log")
+        axis.set_xlabel(label_x)
         axis.set_ylabel(f"{'future OOD' if rate == 'future' else rate} success")
         axis.set_ylim(-0.05, 1.05)
     axes[1].legend(fontsize=7)

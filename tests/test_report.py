@@ -126,6 +126,35 @@ def test_a_rebuild_replaces_the_report_whole_and_leaves_no_temporary_folder(tmp_
     assert sorted(os.listdir(tmp_path)) == ["evaluate", "out"]
 
 
+def test_a_section_whose_workdir_is_gone_keeps_the_previous_report_labelled(tmp_path):
+    _experiment(str(tmp_path / "evaluate"), f"# E\n\n{TABLE}\n", figures=("old.png",))
+    _experiment(str(tmp_path / "fail2progress"), "# M\n\nmain table v1\n",
+                figures=("rates.png",))
+    out = tmp_path / "out"
+    report.build(_config(tmp_path), str(out))
+    for folder in ("evaluate", "fail2progress"):  # a fresh checkout: no workdirs at all
+        for name in os.listdir(tmp_path / folder):
+            os.remove(tmp_path / folder / name)
+        os.rmdir(tmp_path / folder)
+    _experiment(str(tmp_path / "evaluate"), "# E\n\nbase v2\n")  # one of them is rerun
+
+    written = report.build(_config(tmp_path), str(out))
+
+    assert written["sections"] == {"base_agent": "finished", "main_table": "carried over"}
+    text = (out / "report.md").read_text()
+    assert "base v2" in text and TABLE not in text  # a rerun replaces the old text
+    assert "main table v1" in text and "Carried over from the report generated" in text
+    assert "| carried over |" in text
+    assert (out / "figures" / "main_table" / "rates.png").is_file()
+    assert not (out / "figures" / "base_agent").exists()
+    again = report.build(_config(tmp_path), str(out))  # carried twice: still labelled once
+    assert again["sections"]["main_table"] == "carried over"
+    assert (out / "report.md").read_text().count("Carried over from") == 1
+    config = _config(tmp_path)
+    config.carry_over = False
+    assert report.build(config, str(out))["sections"]["main_table"] == "missing"
+
+
 def test_an_output_dir_holding_other_files_is_refused_not_deleted(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("keep me")
@@ -163,7 +192,7 @@ def test_the_default_config_lists_every_section_in_order_with_a_command():
     assert [s.name for s in sections] == ["base_agent", "main_table", "demo", "generalisation",
                                           "sim2real", "efficiency", "sweep", "scaling",
                                           "lifelong"]
-    assert sections[1].path == "workdirs/fail2progress"
+    assert sections[1].path == "results/fail2progress"
     assert all(s.command.startswith("python -m experiments.") for s in sections)
 
 

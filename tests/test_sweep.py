@@ -34,6 +34,14 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     assert (json.dumps(again["sweeps"], sort_keys=True)
             == json.dumps(results["sweeps"], sort_keys=True))
     assert stamps == {p: os.path.getmtime(units / p) for p in stamps}
+    config.unlock()
+    config.sweeps = ("finetune.steps=1,2,3",)
+    config.only_existing = True  # tabulate what is on disk: step 3 is skipped, not run
+    partial = sweep.run(config, str(tmp_path))
+    assert partial["partial"] == "2 of 3 units on disk (only_existing)"
+    assert [row["finetune.steps"] for row in partial["sweeps"][0]["rows"]] == [1, 2]
+    assert os.listdir(tmp_path / "points" / "finetune.steps=3" / "units") == []
+    assert "**Partial**: 2 of 3 units" in (tmp_path / "results.md").read_text()
 
 
 def test_default_sweeps_parse_and_the_budget_sweep_is_a_grid_over_generators():
@@ -66,19 +74,35 @@ def test_bad_sweeps_are_refused_before_any_work(tmp_path, sweeps, message):
         sweep.run(config, str(tmp_path))
 
 
+def _units(points):
+    """One scored unit per point, as loop.run_unit writes them (a packing failure)."""
+    repair = {"generation_seconds": 0.5, "labelling_seconds": 8.0, "finetune_seconds": 30.0,
+              "compile_seconds": 0.0, "labels": 50, "dropped": 0, "reproduction": 0.0,
+              "diversity": None, "attempts": 0, "accepted": 0}
+    return [{"task": "packing", "method": dict(point)["method"], "failure": "f0",
+             "recovery": True, "retry": False, "repaired": True, "same_failure": True,
+             "repair": repair, "future": [], "retention": [],
+             "recoveries": [{"action": "replace", "classify_seconds": 0.1,
+                             "plan_seconds": 0.2}],
+             "point": sweep.point_name(point)} for point in points]
+
+
+def test_a_budget_sweep_is_plotted_against_n_times_m(tmp_path):
+    assert sweep.x_axis(["generation.num_states", "generation.num_actions", "method"]) == (
+        ("generation.num_states", "generation.num_actions"), "label budget N x M")
+    assert sweep.x_axis(["finetune.steps", "method"]) == (("finetune.steps",),
+                                                           "finetune.steps")
+    points = [(("generation.num_states", n), ("generation.num_actions", m), ("method", name))
+              for n, m in ((10, 5), (10, 10)) for name in ("repair:svgd", "repair:random")]
+    sweep.write(str(tmp_path), sweep_config.get_config("tiny"), [points], {0: _units(points)})
+    assert os.path.getsize(tmp_path / "sweep_0.png") > 0
+
+
 def test_a_method_sweep_has_one_method_column(tmp_path):
     config = sweep_config.get_config("tiny")
     points = [(("finetune.steps", 1), ("method", name))
               for name in ("repair:svgd", "repair:random")]
-    repair = {"generation_seconds": 0.5, "labelling_seconds": 8.0, "finetune_seconds": 30.0,
-              "compile_seconds": 0.0, "labels": 50, "dropped": 0, "reproduction": 0.0,
-              "diversity": None, "attempts": 0, "accepted": 0}
-    units = [{"task": "packing", "method": dict(point)["method"], "failure": "f0",
-              "recovery": True, "retry": False, "repaired": True, "same_failure": True,
-              "repair": repair, "future": [], "retention": [],
-              "recoveries": [{"action": "replace", "classify_seconds": 0.1, "plan_seconds": 0.2}],
-              "point": sweep.point_name(point)} for point in points]
-    sweep.write(str(tmp_path), config, [points], {0: units})
+    sweep.write(str(tmp_path), config, [points], {0: _units(points)})
     table = (tmp_path / "results.md").read_text()
     assert "| finetune.steps | task | method | failures |" in table
     assert "| 1 | packing | repair:random | 1 | 1.00" in table

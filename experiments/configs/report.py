@@ -12,27 +12,29 @@ VARIANTS = ("default", "tiny")
 _RUN = "python -m experiments.{module}_main --config=experiments/configs/{config} --workdir={path}"
 
 # (name, title, workdir, the command that writes the workdir's results.json), in report order.
+# The long runs write under results/ (committed, see results/.gitignore) so that they resume in a
+# fresh checkout; the demo, minutes long, stays in workdirs/ (scratch, not committed).
 SECTIONS = (
-    ("base_agent", "Base agent in the real world", "workdirs/evaluate",
-     _RUN.format(module="evaluate", config="evaluate.py", path="workdirs/evaluate")),
-    ("main_table", "Main table: recovery from detected OOD failures", "workdirs/fail2progress",
+    ("base_agent", "Base agent in the real world", "results/evaluate",
+     _RUN.format(module="evaluate", config="evaluate.py", path="results/evaluate")),
+    ("main_table", "Main table: recovery from detected OOD failures", "results/fail2progress",
      _RUN.format(module="fail2progress", config="fail2progress.py",
-                 path="workdirs/fail2progress")),
+                 path="results/fail2progress")),
     ("demo", "The demo (`make demo`)", "workdirs/demo",
      _RUN.format(module="fail2progress", config="fail2progress.py:demo", path="workdirs/demo")),
-    ("generalisation", "Generalisation to 5 and 7 objects", "workdirs/generalisation",
+    ("generalisation", "Generalisation to 5 and 7 objects", "results/generalisation",
      _RUN.format(module="generalisation", config="generalisation.py",
-                 path="workdirs/generalisation")),
-    ("sim2real", "Sim2Real: perception noise and friction gap", "workdirs/sim2real",
-     _RUN.format(module="sim2real", config="sim2real.py", path="workdirs/sim2real")),
-    ("efficiency", "Efficiency: generation time vs object count", "workdirs/efficiency",
-     _RUN.format(module="efficiency", config="efficiency.py", path="workdirs/efficiency")),
-    ("sweep", "Ablations", "workdirs/sweep",
-     _RUN.format(module="sweep", config="sweep.py", path="workdirs/sweep")),
-    ("scaling", "Scaling: particles x devices", "workdirs/scaling",
-     _RUN.format(module="scaling", config="scaling.py", path="workdirs/scaling")),
-    ("lifelong", "Lifelong: every classified failure repaired in turn", "workdirs/lifelong",
-     _RUN.format(module="lifelong", config="lifelong.py", path="workdirs/lifelong")),
+                 path="results/generalisation")),
+    ("sim2real", "Sim2Real: perception noise and friction gap", "results/sim2real",
+     _RUN.format(module="sim2real", config="sim2real.py", path="results/sim2real")),
+    ("efficiency", "Efficiency: generation time vs object count", "results/efficiency",
+     _RUN.format(module="efficiency", config="efficiency.py", path="results/efficiency")),
+    ("sweep", "Ablations", "results/sweep",
+     _RUN.format(module="sweep", config="sweep.py", path="results/sweep")),
+    ("scaling", "Scaling: particles x devices", "results/scaling",
+     _RUN.format(module="scaling", config="scaling.py", path="results/scaling")),
+    ("lifelong", "Lifelong: every classified failure repaired in turn", "results/lifelong",
+     _RUN.format(module="lifelong", config="lifelong.py", path="results/lifelong")),
 )
 
 
@@ -51,4 +53,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.titles = ml_collections.ConfigDict({name: title for name, title, _, _ in sections})
     config.results_file = "results.json"  # read in each workdir
     config.markdown_file = "results.md"  # copied in, its headings demoted below the section's
+    # A section without results here keeps the previous report's text and figures (labelled):
+    # a checkout without that workdir would otherwise erase the only record of a long run.
+    config.carry_over = True
     return config

@@ -50,6 +50,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.repair_classes = "wrong_prediction"
     config.sweeps = DEFAULT_SWEEPS
     config.save_models = ""  # no exported models per point
+    # True: tabulate only the units already on disk (results marked partial), run nothing new.
+    config.only_existing = False
     loop_sections(config)
     if variant == "tiny":
         config.checkpoint = ""
