@@ -80,17 +80,6 @@ def level_config(config, level: Level):
     return updated
 
 
-def _collection_config(config):
-    """Plays all num_episodes episodes and keeps every detection whatever its class."""
-    updated = config.copy_and_resolve_references()
-    # config_flags locks the config it loads; num_failures and max_collection_episodes are new.
-    with updated.unlocked():
-        updated.repair_classes = ",".join(fail2progress.CLASSES)
-        # collect() stops once num_failures are kept: one per episode never stops it early.
-        updated.num_failures = updated.max_collection_episodes = int(config.num_episodes)
-    return updated
-
-
 def check_config(config) -> tuple[list[str], list[str], list[Level]]:
     """Returns (tasks, methods, levels), checked; raises ValueError naming a bad field."""
     names = parse_list(config.tasks, tasks.task_names(), "tasks")
@@ -123,8 +112,14 @@ def run(config, workdir: str) -> dict[str, Any]:
             folder = os.path.join(workdir, "levels", level.name)
             for sub in ("collect", "failures", "base", "units", "generated", "models"):
                 os.makedirs(os.path.join(folder, sub), exist_ok=True)
-            collected[level.name] = {name: loop.collect(name, setup, _collection_config(here),
-                                                        folder) for name in names}
+            # Every episode is played and every detection kept whatever its class: collect()
+            # stops once num_failures are kept, so asking for one per episode never stops it.
+            count = int(config.num_episodes)
+            collected[level.name] = {
+                name: loop.collect(name, setup, here, folder, num_failures=count,
+                                   max_episodes=count,
+                                   keep_classes=",".join(fail2progress.CLASSES))
+                for name in names}
             base = {name: loop.base_evaluation(name, setup, here, folder) for name in names}
             units[level.name] = []
             for name in names:

@@ -150,24 +150,30 @@ def read_or_make(path: str, make) -> Any:
     return value
 
 
-def collect(name: str, setup: Setup, config, workdir: str, object_count: int | None = None
-            ) -> list[dict[str, Any]]:
+def collect(name: str, setup: Setup, config, workdir: str, object_count: int | None = None,
+            *, num_failures: int | None = None, max_episodes: int | None = None,
+            keep_classes: str | None = None) -> list[dict[str, Any]]:
     """Plays OOD episodes of failure_seed until num_failures failures of the repaired classes.
 
     Every episode's entry (detection, classification, ground truth) is a file under
     workdir/collect/ and every failure a record under workdir/failures/ (names carry the
-    object count, so counts share a workdir). object_count defaults to config.object_count.
+    object count, so counts share a workdir). object_count, num_failures, max_episodes and
+    keep_classes default to config.object_count, config.num_failures,
+    config.max_collection_episodes and config.repair_classes.
     Returns all entries; those with "kept" True are the failures to repair.
     """
-    keep = parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes")
+    keep = parse_list(config.repair_classes if keep_classes is None else keep_classes,
+                      fail2progress.CLASSES, "repair_classes")
     count = int(config.object_count if object_count is None else object_count)
+    wanted = int(config.num_failures if num_failures is None else num_failures)
     for folder in ("collect", "failures"):
         os.makedirs(os.path.join(workdir, folder), exist_ok=True)
     specs = make_specs(int(config.failure_seed), [name], [count], ["ood"],
-                       int(config.max_collection_episodes))
+                       int(config.max_collection_episodes if max_episodes is None
+                           else max_episodes))
     entries, kept = [], 0
     for spec in specs:
-        if kept >= int(config.num_failures):
+        if kept >= wanted:
             break
 
         def make(spec=spec):
