@@ -201,7 +201,10 @@ def x_axis(fields: list[str]) -> tuple[tuple[str, ...], str]:
 
 
 def draw(path: str, points: list[Point], rows: list[dict[str, Any]]) -> None:
-    """Recovery and future OOD success against the sweep's first field, a line per rest."""
+    """Recovery and future OOD success against the sweep's x: a row per task, a line per rest.
+
+    The x is x_axis(fields); a line is one value of the other swept fields (e.g. the method).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,27 +212,45 @@ def draw(path: str, points: list[Point], rows: list[dict[str, Any]]) -> None:
 
     fields = point_fields(points)
     along, label_x = x_axis(fields)
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    series: dict[str, list] = {}
+    names = list(dict.fromkeys(row["task"] for row in rows)) or ["-"]
+    labelled = []  # (task, line label, x, row)
     for row in rows:
         rest = ", ".join(f"{k}={v}" for k, v in row.items() if k in fields and k not in along)
-        series.setdefault(f"{row['task']} {rest}".strip(), []).append(row)
-    for axis, rate in zip(axes, ("recovery", "future"), strict=True):
-        for label, cells in series.items():
-            x = [int(np.prod([cell[f] for f in along])) if len(along) > 1 else cell[along[0]]
-                 for cell in cells]
-            numeric = all(isinstance(v, (int, float)) for v in x)
-            positions = x if numeric else np.arange(len(x))
-            axis.errorbar(positions, [c[rate]["rate"] for c in cells],
-                          yerr=[[c[rate]["rate"] - c[rate]["low"] for c in cells],
-                                [c[rate]["high"] - c[rate]["rate"] for c in cells]],
-                          marker="o", capsize=3, label=label)
-            if not numeric:
-                axis.set_xticks(positions, [str(v) for v in x])
-        if len(along) > 1:
-            axis.set_xscale("log")
-        axis.set_xlabel(label_x)
-        axis.set_ylabel(f"{'future OOD' if rate == 'future' else rate} success")
-        axis.set_ylim(-0.05, 1.05)
-    axes[1].legend(fontsize=7)
+        x = int(np.prod([row[f] for f in along])) if len(along) > 1 else row[along[0]]
+        labelled.append((row["task"], rest or row["task"], x, row))
+    lines = list(dict.fromkeys(label for _, label, _, _ in labelled))
+    numeric = all(isinstance(x, (int, float)) for _, _, x, _ in labelled)
+    ticks = sorted({x for _, _, x, _ in labelled}, key=lambda v: (not numeric, v if numeric
+                                                                   else str(v)))
+    log_x = numeric and len(along) > 1
+    span = (max(ticks) - min(ticks)) or 1 if numeric else 1
+    figure, axes = plt.subplots(len(names), 2, figsize=(9, 3.2 * len(names)), squeeze=False)
+    for task_axes, name in zip(axes, names, strict=True):
+        for axis, rate in zip(task_axes, ("recovery", "future"), strict=True):
+            for index, label in enumerate(lines):
+                cells = sorted(((x, row) for task, line, x, row in labelled
+                                if task == name and line == label),
+                               key=lambda cell: ticks.index(cell[0]))
+                if not cells:
+                    continue
+                # Lines side by side around each x, so that equal rates stay readable.
+                dodge = 0.03 * (index - (len(lines) - 1) / 2)
+                positions = [x * (1 + dodge) if log_x else
+                             (x + dodge * span if numeric else ticks.index(x) + dodge * 3)
+                             for x, _ in cells]
+                scored = [row[rate] for _, row in cells]
+                axis.errorbar(positions, [c["rate"] for c in scored],
+                              yerr=[[c["rate"] - c["low"] for c in scored],
+                                    [c["high"] - c["rate"] for c in scored]],
+                              marker="o", capsize=3, label=label, color=f"C{index % 10}")
+            if log_x:
+                axis.set_xscale("log")
+                axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            axis.set_xticks(ticks if numeric else range(len(ticks)), [str(t) for t in ticks])
+            axis.set_xlabel(label_x)
+            axis.set_ylabel(f"{'future OOD' if rate == 'future' else rate} success")
+            axis.set_title(name, fontsize=9)
+            axis.set_ylim(-0.05, 1.05)
+        task_axes[1].legend(fontsize=7)
+    figure.tight_layout()
     reporting.save_figure(path, figure)
