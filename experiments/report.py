@@ -240,8 +240,9 @@ def previous_sections(output_dir: str) -> dict[str, dict[str, str]]:
 def carry_over(found: dict[str, Any], previous: dict[str, dict[str, str]]) -> dict[str, Any]:
     """`found` of a section with no results here, replaced by its earlier report's text.
 
-    Workdirs are not committed, so a fresh checkout has none of the long runs; the last report
-    is then the only record of them, kept (and labelled as such) until the run is repeated.
+    A checkout may lack a run's workdir (workdirs/ is not committed, and results/ holds only
+    what was run since it existed); the last report is then the only record of that run, kept
+    (and labelled as such) until the run is repeated.
     """
     old = previous.get(found["section"].title)
     if found["status"] not in ("missing", "unfinished") or old is None:

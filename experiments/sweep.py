@@ -220,10 +220,11 @@ def draw(path: str, points: list[Point], rows: list[dict[str, Any]]) -> None:
         labelled.append((row["task"], rest or row["task"], x, row))
     lines = list(dict.fromkeys(label for _, label, _, _ in labelled))
     numeric = all(isinstance(x, (int, float)) for _, _, x, _ in labelled)
-    ticks = sorted({x for _, _, x, _ in labelled}, key=lambda v: (not numeric, v if numeric
-                                                                   else str(v)))
+    # Numeric values left to right; categorical ones (e.g. methods) in specification order.
+    seen = list(dict.fromkeys(x for _, _, x, _ in labelled))
+    ticks = sorted(seen) if numeric else seen
     log_x = numeric and len(along) > 1
-    span = (max(ticks) - min(ticks)) or 1 if numeric else 1
+    span = ((max(ticks) - min(ticks)) or 1) if numeric else 1
     figure, axes = plt.subplots(len(names), 2, figsize=(9, 3.2 * len(names)), squeeze=False)
     for task_axes, name in zip(axes, names, strict=True):
         for axis, rate in zip(task_axes, ("recovery", "future"), strict=True):
