@@ -58,7 +58,13 @@ def _episode_entry(result, spec, index: int, mode: str) -> dict[str, Any]:
     return {"mode": mode, "task": spec.task, "episode": spec.name, "index": index,
             "success": bool(result.success), "detected": bool(result.record["detected"]),
             "class": classes[0] if classes else None, "repaired": False, "model": None,
-            "labels": None}
+            "labels": None,
+            # Why an episode failed without a repair: an undetected failure is one whose plan
+            # the model already expected to miss the goal (low goal probability), so no
+            # observation contradicted a prediction.
+            "goal_probability": float(result.record["plan"]["goal_probability"]),
+            "unmet_goal": list(result.record["unmet_goal"]),
+            "statuses": [step["status"] for step in result.record["steps"]]}
 
 
 def stream(mode: str, task: str, setup: loop.Setup, config, workdir: str
@@ -167,6 +173,9 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
     size = int(config.window)
     rows = [{"mode": mode, "task": task, "episodes": len(entries),
              "repairs": sum(e["repaired"] for e in entries),
+             # Failed with no detection: nothing contradicted the model, so nothing to repair.
+             "undetected_failures": sum(not e["success"] and not e["detected"]
+                                        for e in entries),
              "success": scores.rate(sum(e["success"] for e in entries), len(entries)),
              "windows": windows(entries, size)}
             for mode, by_task in streams.items() for task, entries in by_task.items()]
@@ -185,15 +194,18 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
              "and replans, replaying the base data and all earlier repairs' labels (replay "
              f"fraction {config.lifelong_replay_fraction}), so it differs from one_shot in "
              "both the number of repairs and the replay. Success per window of "
-             f"{size} episodes (repairs in the window); 95 % Wilson intervals.", "",
-             "| task | mode | repairs | " + " | ".join(f"episodes {w['start'] + 1}-{w['end']}"
-                                                       for w in spans)
-             + " | whole stream |", "|" + " --- |" * (count + 4)]
+             f"{size} episodes (repairs in the window); 95 % Wilson intervals. undetected: "
+             "failed episodes in which no observation contradicted a prediction (the plan was "
+             "executed as the model expected), which no mode can repair.", "",
+             "| task | mode | repairs | undetected | "
+             + " | ".join(f"episodes {w['start'] + 1}-{w['end']}" for w in spans)
+             + " | whole stream |", "|" + " --- |" * (count + 5)]
     for row in sorted(rows, key=lambda r: (r["task"], MODES.index(r["mode"]))):
         cells = [f"{w['rate']:.1f} ({w['repairs']})" for w in row["windows"]]
         cells += ["-"] * (count - len(cells))
         whole = row["success"]
-        lines.append(f"| {row['task']} | {row['mode']} | {row['repairs']} | " + " | ".join(cells)
+        lines.append(f"| {row['task']} | {row['mode']} | {row['repairs']} | "
+                     f"{row['undetected_failures']} | " + " | ".join(cells)
                      + f" | {whole['rate']:.2f} [{whole['low']:.2f}, {whole['high']:.2f}] |")
     lines += ["", "![success per window](lifelong.png)"]
     draw(os.path.join(workdir, "lifelong.png"), rows)

@@ -18,6 +18,8 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     rows = {row["mode"]: row for row in results["rows"]}
     assert set(rows) == {"base", "replan", "one_shot", "lifelong"}
     assert rows["base"]["repairs"] == rows["replan"]["repairs"] == 0
+    for row in rows.values():
+        assert 0 <= row["undetected_failures"] <= row["episodes"]
     assert rows["one_shot"]["repairs"] == 1, "the untrained model's first episode fails"
     # Every failure repairs the lifelong model: at least as many repairs as one-shot.
     assert rows["lifelong"]["repairs"] >= rows["one_shot"]["repairs"]
@@ -26,6 +28,9 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
         assert [w["trials"] for w in row["windows"]] == [2, 1]
     folder = tmp_path / "streams" / "lifelong" / "tabletop"
     entries = [json.loads((folder / p).read_text()) for p in sorted(os.listdir(folder))]
+    for entry in entries:  # what an unrepaired failure is read from: the plan's own belief
+        assert 0.0 <= entry["goal_probability"] <= 1.0
+        assert isinstance(entry["unmet_goal"], list) and entry["statuses"]
     for entry in (e for e in entries if e["repaired"]):
         assert os.path.exists(tmp_path / entry["model"] / "params.npz")
         assert os.path.exists(tmp_path / entry["labels"])
@@ -39,7 +44,7 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     os.remove(folder / last)
     lifelong.run(config, str(tmp_path))
     replayed = json.loads((folder / last).read_text())
-    keys = ("success", "detected", "class", "repaired")
+    keys = ("success", "detected", "class", "repaired", "goal_probability")
     assert {k: replayed[k] for k in keys} == {k: entries[-1][k] for k in keys}
     assert {p: os.path.getmtime(folder / p) for p in stamps if p != last} == {
         p: t for p, t in stamps.items() if p != last}
