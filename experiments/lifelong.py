@@ -59,9 +59,9 @@ def _episode_entry(result, spec, index: int, mode: str) -> dict[str, Any]:
             "success": bool(result.success), "detected": bool(result.record["detected"]),
             "class": classes[0] if classes else None, "repaired": False, "model": None,
             "labels": None,
-            # Why an episode failed without a repair: an undetected failure is one whose plan
-            # the model already expected to miss the goal (low goal probability), so no
-            # observation contradicted a prediction.
+            # What tells why an episode failed without a repair: e.g. an undetected failure
+            # whose plan the model itself expected to miss the goal (a low goal probability),
+            # so that no observation contradicted a prediction.
             "goal_probability": float(result.record["plan"]["goal_probability"]),
             "unmet_goal": list(result.record["unmet_goal"]),
             "statuses": [step["status"] for step in result.record["steps"]]}
