@@ -7,10 +7,14 @@ first failure classified in repair_classes is repaired with the main table's fin
 the episode replans and continues, and that model is kept, without further repair, for the rest
 of the stream) and `lifelong` (every such failure repairs the current model in turn, at most one
 repair per episode, replaying the base data and the labels of every earlier repair at
-lifelong_replay_fraction). Success is the episode's: a repair inside an episode replans and
-continues, as in the main table's recovery. Every episode is a JSON file and every repaired
-model and its labels are saved, so a stopped stream resumes from its last episode with the
-model it had.
+lifelong_replay_fraction), and `lifelong_explore` (lifelong, with an agent that explores when
+the model expects even its best plan to fail: below a goal probability of explore_below it
+executes another skeleton's plan, drawn at random, so that a wrong belief about the plans it
+rejects can be contradicted and repaired; f2p.agent.choose_plan). Success is the episode's: a
+repair inside an episode replans and continues, as in the main table's recovery. Every episode
+is a JSON file and every repaired model and its labels are saved, so a stopped stream resumes
+from its last episode with the model it had; the models are read only to play on, so the
+episode files alone retabulate a finished stream.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from f2p.scene import Transition
 from isaac_bridge import loop
 from isaac_bridge.episodes import make_specs
 
-MODES = ("base", "replan", "one_shot", "lifelong")
+MODES = ("base", "replan", "one_shot", "lifelong", "lifelong_explore")
+LIFELONG = ("lifelong", "lifelong_explore")  # the modes that repair every failure in turn
 
 
 def _concatenate(batches: list[Transition]) -> Transition:
@@ -46,11 +51,18 @@ def _concatenate(batches: list[Transition]) -> Transition:
 def _repairer(setup: loop.Setup, task: str, mode: str, earlier: list[Transition], config):
     """The task's Repairer for a mode: lifelong replays base data and every earlier repair."""
     repairer = setup.repairers[task]
-    if mode != "lifelong":
+    if mode not in LIFELONG:
         return repairer
     settings = repairer.config._replace(replay_fraction=float(config.lifelong_replay_fraction))
     replay = _concatenate([repairer.replay, *earlier]) if earlier else repairer.replay
     return repairer._replace(replay=replay, config=settings)
+
+
+def _read(cache: dict[str, Any], path: str, load):
+    """load(path), read once per path."""
+    if path not in cache:
+        cache[path] = load(path)
+    return cache[path]
 
 
 def _episode_entry(result, spec, index: int, mode: str) -> dict[str, Any]:
@@ -63,6 +75,7 @@ def _episode_entry(result, spec, index: int, mode: str) -> dict[str, Any]:
             # whose plan the model itself expected to miss the goal (a low goal probability),
             # so that no observation contradicted a prediction.
             "goal_probability": float(result.record["plan"]["goal_probability"]),
+            "explored": bool(result.record["plan"]["explored"]),
             "unmet_goal": list(result.record["unmet_goal"]),
             "statuses": [step["status"] for step in result.record["steps"]]}
 
@@ -76,7 +89,11 @@ def stream(mode: str, task: str, setup: loop.Setup, config, workdir: str
                        int(config.stream_length))
     generator = str(config.generator)
     classes = tuple(parse_list(config.repair_classes, fail2progress.CLASSES, "repair_classes"))
-    params, earlier, entries = setup.params, [], []
+    explore_below = float(config.explore_below) if mode == "lifelong_explore" else 0.0
+    # The latest repaired model and every repair's labels, read only when an episode is to be
+    # played: a finished stream retabulates from its episode files alone.
+    model_path, label_paths, loaded = None, [], {}
+    entries: list[dict[str, Any]] = []
     started, fresh = time.perf_counter(), 0
     for index, spec in enumerate(specs):
         path = os.path.join(folder, spec.name + ".json")
@@ -85,8 +102,11 @@ def stream(mode: str, task: str, setup: loop.Setup, config, workdir: str
             with open(path) as file:
                 entry = json.load(file)
         else:
+            params = setup.params if model_path is None else _read(
+                loaded, model_path, lambda p: load_base_model(p)[1])
+            earlier = [_read(loaded, p, dataset.load_dataset) for p in label_paths]
             captured: dict[str, Any] = {}
-            repairs_left = mode == "lifelong" or (
+            repairs_left = mode in LIFELONG or (
                 mode == "one_shot" and not any(e["repaired"] for e in entries))
             if repairs_left:  # one repair per episode: the stream is where rounds add up
                 name, policy = POLICY_PREFIX + generator, repair_policy(
@@ -98,7 +118,7 @@ def stream(mode: str, task: str, setup: loop.Setup, config, workdir: str
             else:
                 name, policy = "original", original_policy
             result = loop.play(spec, params, lambda world, name=name, policy=policy:
-                               {name: policy}, setup, config)[name]
+                               {name: policy}, setup, config, explore_below)[name]
             entry = _episode_entry(result, spec, index, mode)
             if "result" in captured:
                 repaired = captured["result"]
@@ -114,8 +134,8 @@ def stream(mode: str, task: str, setup: loop.Setup, config, workdir: str
             reporting.write_json(path, entry)
             fresh += 1
         if entry["repaired"]:
-            _, params, _ = load_base_model(os.path.join(workdir, entry["model"]))
-            earlier.append(dataset.load_dataset(os.path.join(workdir, entry["labels"])))
+            model_path = os.path.join(workdir, entry["model"])
+            label_paths.append(os.path.join(workdir, entry["labels"]))
         entries.append(entry)
         if played:
             rate = fresh / (time.perf_counter() - started)
@@ -144,6 +164,8 @@ def check_config(config) -> tuple[list[str], list[str]]:
     for field in ("stream_length", "window"):
         if int(config[field]) < 1:
             raise ValueError(f"config.{field}: must be >= 1, got {config[field]}")
+    if not 0.0 <= float(config.explore_below) < 1.0:
+        raise ValueError(f"config.explore_below: {config.explore_below}, allowed [0, 1)")
     if not 0.0 <= float(config.lifelong_replay_fraction) < 1.0:
         raise ValueError(f"config.lifelong_replay_fraction: {config.lifelong_replay_fraction}"
                          ", allowed [0, 1)")
@@ -176,6 +198,8 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
              # Failed with no detection: nothing contradicted the model, so nothing to repair.
              "undetected_failures": sum(not e["success"] and not e["detected"]
                                         for e in entries),
+             # Episodes whose first plan explored another skeleton (lifelong_explore).
+             "explored": sum(bool(e.get("explored")) for e in entries),
              "success": scores.rate(sum(e["success"] for e in entries), len(entries)),
              "windows": windows(entries, size)}
             for mode, by_task in streams.items() for task, entries in by_task.items()]
@@ -193,19 +217,22 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
              "without further repair; lifelong: every such failure repairs the current model "
              "and replans, replaying the base data and all earlier repairs' labels (replay "
              f"fraction {config.lifelong_replay_fraction}), so it differs from one_shot in "
-             "both the number of repairs and the replay. Success per window of "
+             "both the number of repairs and the replay; lifelong_explore: lifelong, with an "
+             "agent that executes another skeleton's plan, drawn at random, when its best "
+             f"plan's goal probability is below {config.explore_below} (explored: such "
+             "episodes). Success per window of "
              f"{size} episodes (repairs in the window); 95 % Wilson intervals. undetected: "
              "failed episodes in which no observation contradicted a prediction (the plan was "
              "executed as the model expected), which no mode can repair.", "",
-             "| task | mode | repairs | undetected | "
+             "| task | mode | repairs | undetected | explored | "
              + " | ".join(f"episodes {w['start'] + 1}-{w['end']}" for w in spans)
-             + " | whole stream |", "|" + " --- |" * (count + 5)]
+             + " | whole stream |", "|" + " --- |" * (count + 6)]
     for row in sorted(rows, key=lambda r: (r["task"], MODES.index(r["mode"]))):
         cells = [f"{w['rate']:.1f} ({w['repairs']})" for w in row["windows"]]
         cells += ["-"] * (count - len(cells))
         whole = row["success"]
         lines.append(f"| {row['task']} | {row['mode']} | {row['repairs']} | "
-                     f"{row['undetected_failures']} | " + " | ".join(cells)
+                     f"{row['undetected_failures']} | {row['explored']} | " + " | ".join(cells)
                      + f" | {whole['rate']:.2f} [{whole['low']:.2f}, {whole['high']:.2f}] |")
     lines += ["", "![success per window](lifelong.png)"]
     draw(os.path.join(workdir, "lifelong.png"), rows)

@@ -158,14 +158,55 @@ class Agent(NamedTuple):
     detection_threshold: float = DETECTION_THRESHOLD
 
 
+def choose_plan(key: jax.Array, plans: list[planner.Plan], explore_below: float = 0.0
+                ) -> planner.Plan:
+    """The best plan, or, when the model expects even that one to fail, another to explore.
+
+    A plan whose predicted goal probability is below explore_below is one the model itself
+    expects to miss the goal. Executing it teaches nothing when the model is right about it
+    (no observation contradicts a prediction), while the model may be wrong about the plans it
+    rejected. So below the threshold a skeleton other than the best is drawn uniformly with
+    `key` and its plan is returned with explored=True: a wrong prediction along it is a
+    detected failure to repair.
+
+    Args:
+      key: PRNG key of the draw.
+      plans: one Plan per skeleton (f2p.planner.plan_every_skeleton), non-empty.
+      explore_below: goal-probability threshold in [0, 1); 0 never explores.
+
+    Raises:
+      ValueError: explore_below outside [0, 1) or no plans.
+    """
+    if not 0.0 <= explore_below < 1.0:
+        raise ValueError(f"explore_below: must be in [0, 1), got {explore_below}")
+    if not plans:
+        raise ValueError("plans: give at least one plan")
+    best = planner.best_plan(plans)
+    if len(plans) == 1 or not np.exp(best.score) < explore_below:
+        return best
+    others = [plan for plan in plans if plan.skeleton_index != best.skeleton_index]
+    return others[int(jax.random.randint(key, (), 0, len(others)))]._replace(explored=True)
+
+
 def model_agent(model, params, planner_config, perceive, detection_threshold: float =
-                DETECTION_THRESHOLD) -> Agent:
-    """An Agent that plans with CEM on `model` (f2p.planner) and reads relations with its head."""
+                DETECTION_THRESHOLD, explore_below: float = 0.0) -> Agent:
+    """An Agent that plans with CEM on `model` (f2p.planner) and reads relations with its head.
+
+    explore_below > 0 makes it explore when its best plan's goal probability is below that
+    (choose_plan); 0 always executes the best plan.
+    """
     config = planner.as_planner_config(planner_config)
+    explore_below = float(explore_below)
+    if not 0.0 <= explore_below < 1.0:
+        raise ValueError(f"explore_below: must be in [0, 1), got {explore_below}")
 
     def plan(key, params, observation, task, belief, goal):
-        return planner.plan_skeletons(key, model, params, observation, goal,
-                                      task.skeletons(belief), config)
+        key = jax.random.PRNGKey(config.seed) if key is None else key
+        plans = planner.plan_every_skeleton(key, model, params, observation, goal,
+                                            task.skeletons(belief), config)
+        # The draw's key is folded from the planning key, which stays the one a
+        # non-exploring agent plans with: its plans are unchanged.
+        return choose_plan(jax.random.fold_in(key, 1), plans, explore_below)
 
     def read(params, observation):
         return read_relations(model, params, observation)
@@ -211,5 +252,5 @@ def as_believed(observation: Observation, belief: Scene) -> Observation:
 
 
 __all__ = ["DETECTION_THRESHOLD", "Agent", "FailureCheck", "PlanFn", "Progress", "as_believed",
-           "detect_failure", "goal_triples", "model_agent", "perceive", "read_relations",
-           "triples_table"]
+           "choose_plan", "detect_failure", "goal_triples", "model_agent", "perceive",
+           "read_relations", "triples_table"]

@@ -52,7 +52,8 @@ def plan_record(plan: Plan) -> dict[str, Any]:
     skills = [skill_record(take_row(plan.skills, t)) for t in range(plan.relations.shape[0])]
     return {"skeleton_index": plan.skeleton_index, "score": plan.score,
             "goal_probability": float(np.exp(plan.score)),
-            "skeleton_scores": np.asarray(plan.skeleton_scores).tolist(), "skills": skills}
+            "skeleton_scores": np.asarray(plan.skeleton_scores).tolist(),
+            "explored": bool(plan.explored), "skills": skills}
 
 
 def skill_record(skill: Skill) -> dict[str, Any]:

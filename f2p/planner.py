@@ -25,8 +25,8 @@ from f2p.world import Observation
 
 __all__ = [
     "CEMResult", "GoalArrays", "Plan", "PlannerConfig", "SkeletonArrays",
-    "as_planner_config", "cem", "check_goal", "goal_log_prob", "observe_scene", "plan",
-    "plan_skeleton", "plan_skeletons", "skeleton_arrays",
+    "as_planner_config", "best_plan", "cem", "check_goal", "goal_log_prob", "observe_scene",
+    "plan", "plan_every_skeleton", "plan_skeleton", "plan_skeletons", "skeleton_arrays",
 ]
 
 GoalArrays = tuple[Any, Any, Any, Any]
@@ -294,14 +294,16 @@ def plan_skeleton(key, model, params, observation: Observation, skeleton: Skelet
 
 
 class Plan(NamedTuple):
-    """The best plan over a task's skeletons (NumPy).
+    """A planned skeleton (NumPy): by default the best over a task's skeletons.
 
     Attributes:
-      skeleton_index: index of the chosen skeleton.
+      skeleton_index: index of the planned skeleton.
       skills: Skill batch [T] with the chosen (dx, dy) in params [T, 2].
       score: goal log-probability predicted for the plan.
       relations: [T, K, K, R] predicted relation probabilities after every step.
       skeleton_scores: [S] best score of each skeleton.
+      explored: chosen in place of the best plan, whose goal probability was too low
+        (f2p.agent.choose_plan).
     """
 
     skeleton_index: int
@@ -309,6 +311,7 @@ class Plan(NamedTuple):
     score: float
     relations: np.ndarray
     skeleton_scores: np.ndarray
+    explored: bool = False
 
 
 def _check_observation(observation) -> Observation:
@@ -331,11 +334,13 @@ def _check_observation(observation) -> Observation:
     return Observation(points, mask, kind=kind, half_extents=half)
 
 
-def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, config) -> Plan:
-    """Plans every skeleton's args by CEM (as plan_skeleton) and returns the best as a Plan.
+def plan_every_skeleton(key, model, params, observation, goal, skeletons: Sequence, config
+                        ) -> list[Plan]:
+    """Plans every skeleton's args by CEM (as plan_skeleton): one Plan per skeleton, in order.
 
     Skeletons of equal length T run in one vmapped compiled call, compiled once per (T, number
-    of such skeletons, goal size, observation shapes, CEM settings).
+    of such skeletons, goal size, observation shapes, CEM settings). Every Plan carries the
+    scores of all skeletons in skeleton_scores.
 
     Args:
       key: PRNG key (split once per skeleton), or None for PRNGKey(config.seed).
@@ -374,11 +379,23 @@ def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, c
         for row, index in enumerate(indices):
             results[index] = tuple(np.asarray(field)[row] for field in outputs[length])
     scores = np.array([float(score) for _, score, _ in results], np.float64)
-    best = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
-    best_params, best_score, relations = results[best]
-    chosen = arrays[best]
-    skills = Skill(chosen.skill, chosen.obj, chosen.support, np.asarray(best_params, np.float32))
-    return Plan(best, skills, float(best_score), np.asarray(relations), scores)
+    return [Plan(index, Skill(chosen.skill, chosen.obj, chosen.support,
+                              np.asarray(step_params, np.float32)),
+                 float(score), np.asarray(relations), scores)
+            for index, (chosen, (step_params, score, relations))
+            in enumerate(zip(arrays, results, strict=True))]
+
+
+def best_plan(plans: Sequence[Plan]) -> Plan:
+    """The plan with the highest goal log-probability (a NaN score never wins)."""
+    scores = np.array([plan.score for plan in plans], np.float64)
+    return plans[int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))]
+
+
+def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, config) -> Plan:
+    """The best of plan_every_skeleton's plans (same arguments and errors)."""
+    return best_plan(plan_every_skeleton(key, model, params, observation, goal, skeletons,
+                                         config))
 
 
 def plan(key, model, params, observation, task, scene: Scene, config) -> Plan:

@@ -102,17 +102,22 @@ def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -
     return Setup(model, params, num_points, simulator, state, by_task, saved)
 
 
-def _agent(spec: EpisodeSpec, params, setup: Setup, config):
+def _agent(spec: EpisodeSpec, params, setup: Setup, config, explore_below: float = 0.0):
     world, nominal = make_world(spec, config, setup.num_points)
     agent = model_agent(setup.model, params, config.planner,
-                        make_perceive(world, nominal, config.belief), config.detection_threshold)
+                        make_perceive(world, nominal, config.belief), config.detection_threshold,
+                        explore_below)
     return world, agent
 
 
-def play(spec: EpisodeSpec, params, make_policies, setup: Setup, config
-         ) -> dict[str, episode.EpisodeResult]:
-    """Plays one seeded episode; make_policies(world) -> {name: policy}."""
-    world, agent = _agent(spec, params, setup, config)
+def play(spec: EpisodeSpec, params, make_policies, setup: Setup, config,
+         explore_below: float = 0.0) -> dict[str, episode.EpisodeResult]:
+    """Plays one seeded episode; make_policies(world) -> {name: policy}.
+
+    explore_below > 0: the agent explores another skeleton when its best plan's goal
+    probability is below it (f2p.agent.choose_plan).
+    """
+    world, agent = _agent(spec, params, setup, config, explore_below)
     key = jax.random.PRNGKey(spec.world_seed % (2**31))
     return episode.run_episode(world, tasks.get_task(spec.task), agent, make_policies(world), key,
                                seeds={"scene_seed": spec.scene_seed,

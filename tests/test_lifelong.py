@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -16,13 +17,16 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     for name in ("results.json", "results.md", "lifelong.png"):
         assert os.path.getsize(tmp_path / name) > 0
     rows = {row["mode"]: row for row in results["rows"]}
-    assert set(rows) == {"base", "replan", "one_shot", "lifelong"}
+    assert set(rows) == {"base", "replan", "one_shot", "lifelong", "lifelong_explore"}
     assert rows["base"]["repairs"] == rows["replan"]["repairs"] == 0
     for row in rows.values():
         assert 0 <= row["undetected_failures"] <= row["episodes"]
     assert rows["one_shot"]["repairs"] == 1, "the untrained model's first episode fails"
     # Every failure repairs the lifelong model: at least as many repairs as one-shot.
     assert rows["lifelong"]["repairs"] >= rows["one_shot"]["repairs"]
+    # Only lifelong_explore explores; its untrained model's plans all fall below 0.99.
+    assert rows["lifelong_explore"]["explored"] >= 1
+    assert all(row["explored"] == 0 for mode, row in rows.items() if mode != "lifelong_explore")
     for row in rows.values():
         assert row["episodes"] == 3
         assert [w["trials"] for w in row["windows"]] == [2, 1]
@@ -48,6 +52,9 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     assert {k: replayed[k] for k in keys} == {k: entries[-1][k] for k in keys}
     assert {p: os.path.getmtime(folder / p) for p in stamps if p != last} == {
         p: t for p, t in stamps.items() if p != last}
+    # The episode files alone retabulate a finished stream: the models are not read.
+    shutil.rmtree(tmp_path / "models")
+    assert json.dumps(lifelong.run(config, str(tmp_path))["rows"]) == json.dumps(again["rows"])
 
 
 def test_lifelong_replays_base_data_and_every_earlier_repair(tiny_checkpoint):
@@ -82,6 +89,7 @@ def test_windows_keep_a_short_last_window():
     ("object_count", 4, "object_count: 4 is not one of"),
     ("stream_length", 0, "stream_length: must be >= 1"),
     ("lifelong_replay_fraction", 1.0, "lifelong_replay_fraction"),
+    ("explore_below", 1.0, "explore_below"),
     ("repair_classes", "everything", "repair_classes"),
 ])
 def test_bad_config_is_refused_before_any_work(tmp_path, field, value, message):

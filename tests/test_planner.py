@@ -197,3 +197,19 @@ def test_plan_handles_push_steps_and_skeletons_of_several_lengths(setup):
     np.testing.assert_array_equal(result.skills.support,
                                   [s.support if s.skill == PICK_PLACE else -1 for s in steps])
     assert np.all(np.isfinite(result.skeleton_scores))
+
+
+def test_every_skeleton_is_planned_and_the_best_is_the_plan(setup):
+    model, params, task, scene, observation = setup
+    skeletons, goal = task.skeletons(scene), task.goal(scene)
+    key = jax.random.PRNGKey(4)
+    plans = planner.plan_every_skeleton(key, model, params, observation, goal, skeletons, FAST)
+    assert [p.skeleton_index for p in plans] == list(range(len(skeletons)))
+    assert [p.skills.skill.shape[0] for p in plans] == [len(s) for s in skeletons]
+    scores = np.array([p.score for p in plans])
+    np.testing.assert_allclose(plans[0].skeleton_scores, scores)
+    best = planner.plan_skeletons(key, model, params, observation, goal, skeletons, FAST)
+    assert best.skeleton_index == int(np.argmax(scores)) and not best.explored
+    np.testing.assert_array_equal(best.skills.params, plans[best.skeleton_index].skills.params)
+    nan_first = [plans[0]._replace(score=float("nan")), *plans[1:]]
+    assert planner.best_plan(nan_first).skeleton_index != 0
