@@ -130,11 +130,14 @@ def run(config, workdir: str) -> dict[str, Any]:
                         done += not os.path.exists(path)
                         units[level.name].append(loop.read_or_make(path, functools.partial(
                             loop.run_unit, entry, method, setup, here, folder, base[name])))
-            rate = done / (time.perf_counter() - started) if done else float("nan")
+            if not done:
+                logging.info("[%d/%d levels] %s | every unit already on disk", position + 1,
+                             len(gap_levels), level.name)
+                continue
+            rate = done / (time.perf_counter() - started)
             logging.info("[%d/%d levels] %s | %.4f units/s, ETA %.0f s", position + 1,
                          len(gap_levels), level.name, rate,
-                         (len(gap_levels) - position - 1) * len(units[level.name]) / rate
-                         if done else float("nan"))
+                         (len(gap_levels) - position - 1) * len(units[level.name]) / rate)
     finally:
         setup.simulator.close()
     return write(workdir, config, gap_levels, collected, units)
@@ -179,6 +182,23 @@ def halving_gap(gaps: list[float], rates: list[float]) -> float | None:
     return None
 
 
+def pooled_rows(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """Episode success summed over the tasks: one row per axis x gap x method, task 'all'.
+
+    Four episodes a task make each task's curve coarse; the pooled curve is the one whose
+    halving gap the study reports.
+    """
+    pooled = []
+    for axis, gap in dict.fromkeys((r["axis"], r["gap"]) for r in rows):
+        for method in methods:
+            cells = [r["success"] for r in rows
+                     if (r["axis"], r["gap"], r["method"]) == (axis, gap, method)]
+            pooled.append({"axis": axis, "gap": gap, "task": "all", "method": method,
+                           "success": scores.rate(sum(c["successes"] for c in cells),
+                                                  sum(c["trials"] for c in cells))})
+    return pooled
+
+
 def level_rows(level: Level, entries: dict[str, list], units: list[dict[str, Any]],
                methods: list[str]) -> list[dict[str, Any]]:
     """One row per task x method at a level: episode success, the unit rates, confusion."""
@@ -209,18 +229,19 @@ def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, di
     methods = loop.method_names(config)
     rows = [row for level in gap_levels
             for row in level_rows(level, collected[level.name], units[level.name], methods)]
+    pooled = pooled_rows(rows, methods)
     halving = []
     for axis in AXES:
-        for task in dict.fromkeys(r["task"] for r in rows):
+        for task in [*dict.fromkeys(r["task"] for r in rows), "all"]:
             for method in methods:
-                cells = [r for r in rows if (r["axis"], r["task"], r["method"])
+                cells = [r for r in rows + pooled if (r["axis"], r["task"], r["method"])
                          == (axis, task, method)]
                 if len(cells) > 1:
                     halving.append({"axis": axis, "task": task, "method": method,
                                     "gap": halving_gap([c["gap"] for c in cells],
                                                        [c["success"]["rate"] for c in cells])})
     results = {"config": config.to_dict(), "environment": reporting.environment(),
-               "rows": rows, "halving": halving, "figures": ["sim2real.png"]}
+               "rows": rows, "pooled": pooled, "halving": halving, "figures": ["sim2real.png"]}
     lines = ["# Success against the Sim2Real gap", "",
              f"Tasks {config.tasks} at {config.object_count} objects; at each level the same "
              f"{config.num_episodes} OOD episodes per task (seed {config.failure_seed}), all "
@@ -229,7 +250,9 @@ def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, di
              "(undetected ones as they ended, detected ones as the method recovered them); "
              "recovery: over the detections; classification: predicted|true Real2Sim class. "
              "Noise: the world's perception-noise level; friction gap g: the world's friction "
-             "is (1 - g) x the nominal simulator's. 95 % Wilson intervals (trials).", ""]
+             "is (1 - g) x the nominal simulator's. Halving gap: where success, linear between "
+             "levels, first falls to half its value at the smallest gap. 95 % Wilson "
+             "intervals (trials).", ""]
     for axis in AXES:
         cells = [r for r in rows if r["axis"] == axis]
         if not cells:
@@ -244,6 +267,15 @@ def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, di
                          f"{scores.cell(r['future'])} | {r['classified_sim2real']}/{r['detected']}"
                          f" | {r['classification_accuracy']:.2f} | {matrix} |")
         lines.append("")
+        gaps = list(dict.fromkeys(r["gap"] for r in cells))
+        lines += [f"All tasks pooled, {axis}: success by gap.", "",
+                  "| method | " + " | ".join(f"{g:g}" for g in gaps) + " |",
+                  "|" + " --- |" * (len(gaps) + 1)]
+        for method in methods:
+            lines.append(f"| {method} | " + " | ".join(
+                scores.cell(r["success"]) for r in pooled
+                if (r["axis"], r["method"]) == (axis, method)) + " |")
+        lines.append("")
     if halving:
         lines += ["## Gap at which success halves", "", "| axis | task | method | gap |",
                   "| --- | --- | --- | --- |"]
@@ -252,33 +284,38 @@ def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, di
                   for h in halving]
         lines.append("")
     lines.append("![success against the gap](sim2real.png)")
-    draw(os.path.join(workdir, "sim2real.png"), rows, methods)
+    draw(os.path.join(workdir, "sim2real.png"), rows + pooled, methods)
     reporting.write_json(os.path.join(workdir, "results.json"), results)
     reporting.write_text(os.path.join(workdir, "results.md"), "\n".join(lines) + "\n")
     return results
 
 
 def draw(path: str, rows: list[dict[str, Any]], methods: list[str]) -> None:
-    """Success against the gap, a panel per axis and task, a line per method."""
+    """Success against the gap: a row of panels per axis, a panel per task, a line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys((r["axis"], r["task"]) for r in rows))
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-    for axis, (gap_axis, task) in zip(axes[0], panels, strict=True):
-        for method in methods:
-            cells = [r for r in rows if (r["axis"], r["task"], r["method"])
-                     == (gap_axis, task, method)]
-            rate = [c["success"]["rate"] for c in cells]
-            axis.errorbar([c["gap"] for c in cells], rate,
-                          yerr=[[c["success"]["rate"] - c["success"]["low"] for c in cells],
-                                [c["success"]["high"] - c["success"]["rate"] for c in cells]],
-                          marker="o", capsize=3, label=method)
-        axis.set_title(f"{task}", fontsize=9)
-        axis.set_xlabel("perception noise" if gap_axis == "noise" else "friction gap")
-        axis.set_ylim(-0.05, 1.05)
-    axes[0][0].set_ylabel("success")
+    gap_axes = list(dict.fromkeys(r["axis"] for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))  # 'all' last: pooled rows follow
+    figure, axes = plt.subplots(len(gap_axes), len(tasks), figsize=(3.2 * len(tasks),
+                                3 * len(gap_axes)), squeeze=False)
+    for row_axes, gap_axis in zip(axes, gap_axes, strict=True):
+        for axis, task in zip(row_axes, tasks, strict=True):
+            for method in methods:
+                cells = [r for r in rows if (r["axis"], r["task"], r["method"])
+                         == (gap_axis, task, method)]
+                rate = [c["success"]["rate"] for c in cells]
+                axis.errorbar([c["gap"] for c in cells], rate,
+                              yerr=[[c["success"]["rate"] - c["success"]["low"] for c in cells],
+                                    [c["success"]["high"] - c["success"]["rate"]
+                                     for c in cells]],
+                              marker="o", capsize=3, label=method)
+            axis.set_title("all tasks pooled" if task == "all" else task, fontsize=9)
+            axis.set_xlabel("perception noise" if gap_axis == "noise" else "friction gap")
+            axis.set_ylim(-0.05, 1.05)
+        row_axes[0].set_ylabel("success")
     axes[0][-1].legend(fontsize=7)
+    figure.tight_layout()
     reporting.save_figure(path, figure)

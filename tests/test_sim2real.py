@@ -6,6 +6,7 @@ from conftest import TINY_NUM_POINTS
 
 from experiments import sim2real
 from experiments.configs import sim2real as sim2real_config
+from f2p.io import scores
 from isaac_bridge.episodes import EpisodeSpec, make_world
 
 
@@ -90,6 +91,18 @@ def test_halving_gap_interpolates_between_levels():
     assert sim2real.halving_gap([0.4, 0.0, 0.2], [0.2, 0.8, 0.6]) == pytest.approx(0.3)
     assert sim2real.halving_gap([0.0, 0.2], [0.8, 0.5]) is None
     assert sim2real.halving_gap([0.0, 0.2], [0.0, 0.0]) is None
+
+
+def test_pooled_rows_sum_successes_and_trials_over_tasks():
+    def row(task, gap, method, successes, trials):
+        return {"axis": "noise", "gap": gap, "task": task, "method": method,
+                "success": scores.rate(successes, trials)}
+
+    rows = [row("a", 0.0, "m", 1, 4), row("b", 0.0, "m", 3, 4),
+            row("a", 0.4, "m", 0, 4), row("b", 0.4, "m", 1, 3)]
+    pooled = sim2real.pooled_rows(rows, ["m"])
+    assert [(p["gap"], p["task"], p["success"]["successes"], p["success"]["trials"])
+            for p in pooled] == [(0.0, "all", 4, 8), (0.4, "all", 1, 7)]
 
 
 def test_episode_success_counts_undetected_episodes_as_they_ended():
