@@ -261,7 +261,9 @@ def write(workdir: str, config, gap_levels: list[Level], collected: dict[str, di
                   "| future OOD | classified sim2real | accuracy | confusion |",
                   "|" + " --- |" * 10]
         for r in cells:
-            matrix = ", ".join(f"{k} {v}" for k, v in r["confusion"].items()) or "-"
+            # A bare '|' would end the Markdown cell.
+            matrix = ", ".join(key.replace("|", "\\|") + f" {count}"
+                               for key, count in r["confusion"].items()) or "-"
             lines.append(f"| {r['gap']:g} | {r['task']} | {r['method']} | {r['episodes']} | "
                          f"{scores.cell(r['success'])} | {scores.cell(r['recovery'])} | "
                          f"{scores.cell(r['future'])} | {r['classified_sim2real']}/{r['detected']}"
