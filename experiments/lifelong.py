@@ -173,13 +173,41 @@ def check_config(config) -> tuple[list[str], list[str]]:
     return names, modes
 
 
+def stream_on_disk(mode: str, task: str, config, workdir: str) -> list[dict[str, Any]] | None:
+    """A finished stream's episode entries read from its files; None when any is missing."""
+    folder = os.path.join(workdir, "streams", mode, task)
+    specs = make_specs(int(config.stream_seed), [task], [int(config.object_count)], ["ood"],
+                       int(config.stream_length))
+    paths = [os.path.join(folder, spec.name + ".json") for spec in specs]
+    if not all(os.path.exists(path) for path in paths):
+        return None
+    entries = []
+    for path in paths:
+        with open(path) as file:
+            entries.append(json.load(file))
+    return entries
+
+
 def run(config, workdir: str) -> dict[str, Any]:
     """Plays every task's stream in every mode; writes results.json, results.md, lifelong.png.
+
+    With config.only_existing, nothing is played: the finished streams on disk are tabulated
+    and the others are listed as missing.
 
     Returns:
       The results dict written to results.json.
     """
     names, modes = check_config(config)
+    if config.only_existing:
+        found = {(mode, name): stream_on_disk(mode, name, config, workdir)
+                 for mode in modes for name in names}
+        streams: dict[str, dict[str, list]] = {}
+        for (mode, name), entries in found.items():
+            if entries is not None:
+                streams.setdefault(mode, {})[name] = entries
+        missing = [f"{mode}/{name}" for (mode, name), entries in found.items()
+                   if entries is None]
+        return write(workdir, config, streams, missing)
     os.makedirs(os.path.join(workdir, "models"), exist_ok=True)
     setup = loop.make_setup(config, workdir, names)
     try:
@@ -190,8 +218,12 @@ def run(config, workdir: str) -> dict[str, Any]:
     return write(workdir, config, streams)
 
 
-def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str, Any]:
-    """results.json, results.md (success per window, mode and task) and lifelong.png."""
+def write(workdir: str, config, streams: dict[str, dict[str, list]],
+          missing: list[str] = ()) -> dict[str, Any]:
+    """results.json, results.md (success per window, mode and task) and lifelong.png.
+
+    `missing` names the 'mode/task' streams left out because they are not finished on disk.
+    """
     size = int(config.window)
     rows = [{"mode": mode, "task": task, "episodes": len(entries),
              "repairs": sum(e["repaired"] for e in entries),
@@ -205,6 +237,8 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
             for mode, by_task in streams.items() for task, entries in by_task.items()]
     results = {"config": config.to_dict(), "environment": reporting.environment(),
                "rows": rows, "figures": ["lifelong.png"]}
+    if missing:
+        results["partial"] = f"streams not finished on disk, left out: {', '.join(missing)}"
     spans = max((r["windows"] for r in rows), key=len, default=[])
     count = len(spans)
     lines = ["# Lifelong repair over a stream of OOD episodes", "",
@@ -234,6 +268,8 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]]) -> dict[str
         lines.append(f"| {row['task']} | {row['mode']} | {row['repairs']} | "
                      f"{row['undetected_failures']} | {row['explored']} | " + " | ".join(cells)
                      + f" | {whole['rate']:.2f} [{whole['low']:.2f}, {whole['high']:.2f}] |")
+    if missing:
+        lines += ["", f"Partial: {results['partial']}."]
     lines += ["", "![success per window](lifelong.png)"]
     draw(os.path.join(workdir, "lifelong.png"), rows)
     reporting.write_json(os.path.join(workdir, "results.json"), results)

@@ -55,6 +55,16 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     # The episode files alone retabulate a finished stream: the models are not read.
     shutil.rmtree(tmp_path / "models")
     assert json.dumps(lifelong.run(config, str(tmp_path))["rows"]) == json.dumps(again["rows"])
+    # only_existing tabulates the finished streams and plays nothing: an unfinished one is
+    # listed as missing and stays unfinished.
+    os.remove(folder / last)
+    config.only_existing = True
+    partial = lifelong.run(config, str(tmp_path))
+    assert not (folder / last).exists()
+    assert "lifelong/tabletop" in partial["partial"]
+    assert json.dumps(partial["rows"]) == json.dumps(
+        [row for row in again["rows"] if row["mode"] != "lifelong"])
+    assert "Partial: streams not finished" in (tmp_path / "results.md").read_text()
 
 
 def test_lifelong_replays_base_data_and_every_earlier_repair(tiny_checkpoint):

@@ -34,6 +34,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # tabletop OOD episodes, with a model repaired along the stream), where the best plans
     # that failed undetected had goal probabilities <= 0.001 and those that succeeded >= 0.022.
     config.explore_below = 0.01
+    # Tabulate the finished streams on disk without playing anything (the others are listed).
+    config.only_existing = False
     loop_sections(config)
     if variant == "tiny":
         config.checkpoint = ""
