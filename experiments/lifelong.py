@@ -261,7 +261,9 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]],
              "| task | mode | repairs | undetected | explored | "
              + " | ".join(f"episodes {w['start'] + 1}-{w['end']}" for w in spans)
              + " | whole stream |", "|" + " --- |" * (count + 6)]
-    for row in sorted(rows, key=lambda r: (r["task"], MODES.index(r["mode"]))):
+    task_order = list(dict.fromkeys(r["task"] for r in rows))  # the config's order
+    for row in sorted(rows, key=lambda r: (task_order.index(r["task"]),
+                                           MODES.index(r["mode"]))):
         cells = [f"{w['rate']:.1f} ({w['repairs']})" for w in row["windows"]]
         cells += ["-"] * (count - len(cells))
         whole = row["success"]
