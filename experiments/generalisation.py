@@ -145,7 +145,8 @@ def draw(path: str, rows: list[dict[str, Any]]) -> None:
                                     [c[role]["high"] - c[role]["rate"] for c in cells]],
                               marker="o", capsize=3, label=method)
             axis.set_title(f"{task}: {'future OOD' if role == 'future' else role}", fontsize=9)
-            axis.set_xlabel("objects")
+            if line == len(ROLES) - 1:  # a label on the upper row would cover the titles
+                axis.set_xlabel("objects")
             axis.set_ylim(-0.05, 1.05)
     axes[0][-1].legend(fontsize=7)
     reporting.save_figure(path, figure)

@@ -22,6 +22,8 @@ class PlannerConfig(NamedTuple):
       elites: best samples that refit the Gaussian (1 <= elites <= population).
       init_std: initial standard deviation as a fraction of each arg's box width.
       seed: PRNG seed used when the caller passes key=None.
+      clearance_weight: nats of plan score lost per metre of placement overlap with objects
+        still standing where a step places (f2p.clearance); 0 plans on the model alone.
     """
 
     population: int = 64
@@ -29,6 +31,7 @@ class PlannerConfig(NamedTuple):
     elites: int = 8
     init_std: float = 0.5
     seed: int = 0
+    clearance_weight: float = 0.0
 
 
 def as_planner_config(config) -> PlannerConfig:
@@ -44,8 +47,11 @@ def as_planner_config(config) -> PlannerConfig:
         raise ValueError(f"config.elites: {result.elites} exceeds population {result.population}")
     if not float(result.init_std) > 0:
         raise ValueError(f"config.init_std: must be > 0, got {result.init_std}")
+    if not float(result.clearance_weight) >= 0:
+        raise ValueError(f"config.clearance_weight: must be >= 0, got {result.clearance_weight}")
     return PlannerConfig(int(result.population), int(result.iterations), int(result.elites),
-                         float(result.init_std), int(result.seed))
+                         float(result.init_std), int(result.seed),
+                         float(result.clearance_weight))
 
 
 class CEMResult(NamedTuple):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from f2p.cem import CEMResult, PlannerConfig, as_planner_config, cem
+from f2p.clearance import placement_overlap
 from f2p.geometry import render_points
 from f2p.scene import (
     FIXTURE,
@@ -143,7 +144,12 @@ def _plan_one(key, model, params, observation, skeleton, goal, config):
                              skills, observation.half_extents).relation_logits
 
     def score(step_params):
-        return goal_log_prob(relation_logits(step_params)[-1], goal)
+        log_prob = goal_log_prob(relation_logits(step_params)[-1], goal)
+        if config.clearance_weight == 0:  # static: the default graph has no clearance term
+            return log_prob
+        return log_prob - config.clearance_weight * placement_overlap(
+            observation.points, observation.mask, observation.kind, skeleton.skill,
+            skeleton.obj, skeleton.support, step_params)
 
     result = cem(key, score, skeleton.low, skeleton.high, config)
     return result.best_params, result.best_score, jax.nn.sigmoid(
@@ -197,7 +203,8 @@ class Plan(NamedTuple):
     Attributes:
       skeleton_index: index of the planned skeleton.
       skills: Skill batch [T] with the chosen (dx, dy) in params [T, 2].
-      score: goal log-probability predicted for the plan.
+      score: goal log-probability predicted for the plan, minus the planner's
+        clearance_weight times its placement overlap (f2p.clearance; no term at weight 0).
       relations: [T, K, K, R] predicted relation probabilities after every step.
       skeleton_scores: [S] best score of each skeleton.
       explored: chosen in place of the best plan, whose goal probability was too low
