@@ -66,7 +66,7 @@ def placement_overlap(points: jax.Array, mask: jax.Array, kind: jax.Array, skill
     num_slots = points.shape[0]
     riders = rides_on(points, kind)
     picked = jax.nn.one_hot(obj, num_slots, dtype=bool)  # [T, K]
-    # picked_before[t, k]: step s < t picked k (exclusive cumulative or over steps).
+    # picked_before[t, k]: some step s < t picked k (an exclusive cumulative OR over steps).
     picked_before = jnp.cumsum(picked, axis=0) - picked > 0
     moved_before = picked_before | jnp.any(picked_before[:, None, :] & riders[None], axis=-1)
     target = centre[jnp.maximum(support, 0)] + step_params  # [T, 2]
