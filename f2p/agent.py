@@ -136,7 +136,7 @@ def triples_table(check: FailureCheck, truth=None) -> list[dict[str, Any]]:
 
 
 PlanFn = Callable[[jax.Array, Any, Observation, Task, Scene, Goal], planner.Plan]
-"""plan(key, params, observation, task, belief, goal) -> Plan over task.skeletons(belief)."""
+"""plan(key, params, observation, task, belief, goal) -> Plan over the belief's skeletons."""
 
 
 class Agent(NamedTuple):
@@ -203,7 +203,7 @@ def model_agent(model, params, planner_config, perceive, detection_threshold: fl
     def plan(key, params, observation, task, belief, goal):
         key = jax.random.PRNGKey(config.seed) if key is None else key
         plans = planner.plan_every_skeleton(key, model, params, observation, goal,
-                                            task.skeletons(belief), config)
+                                            planner.task_skeletons(task, belief, config), config)
         # The draw's key is folded from the planning key, which stays the one a
         # non-exploring agent plans with: its plans are unchanged.
         return choose_plan(jax.random.fold_in(key, 1), plans, explore_below)

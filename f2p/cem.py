@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from f2p.io.config import as_named_tuple
 
@@ -24,6 +25,8 @@ class PlannerConfig(NamedTuple):
       seed: PRNG seed used when the caller passes key=None.
       clearance_weight: nats of plan score lost per metre of placement overlap with objects
         still standing where a step places (f2p.clearance); 0 plans on the model alone.
+      clearing_skeletons: plan over the task's clearing_skeletons as well as its skeletons
+        (f2p.planner.task_skeletons); not used inside the compiled search.
     """
 
     population: int = 64
@@ -32,6 +35,7 @@ class PlannerConfig(NamedTuple):
     init_std: float = 0.5
     seed: int = 0
     clearance_weight: float = 0.0
+    clearing_skeletons: bool = False
 
 
 def as_planner_config(config) -> PlannerConfig:
@@ -49,9 +53,12 @@ def as_planner_config(config) -> PlannerConfig:
         raise ValueError(f"config.init_std: must be > 0, got {result.init_std}")
     if not float(result.clearance_weight) >= 0:
         raise ValueError(f"config.clearance_weight: must be >= 0, got {result.clearance_weight}")
+    if not isinstance(result.clearing_skeletons, (bool, np.bool_)):
+        raise ValueError("config.clearing_skeletons: must be True or False, got "
+                         f"{result.clearing_skeletons!r}")
     return PlannerConfig(int(result.population), int(result.iterations), int(result.elites),
                          float(result.init_std), int(result.seed),
-                         float(result.clearance_weight))
+                         float(result.clearance_weight), bool(result.clearing_skeletons))
 
 
 class CEMResult(NamedTuple):

@@ -28,6 +28,7 @@ __all__ = [
     "CEMResult", "GoalArrays", "Plan", "PlannerConfig", "SkeletonArrays",
     "as_planner_config", "best_plan", "cem", "check_goal", "goal_log_prob", "observe_scene",
     "plan", "plan_every_skeleton", "plan_skeleton", "plan_skeletons", "skeleton_arrays",
+    "task_skeletons",
 ]
 
 GoalArrays = tuple[Any, Any, Any, Any]
@@ -194,7 +195,7 @@ def plan_skeleton(key, model, params, observation: Observation, skeleton: Skelet
     key = jax.random.PRNGKey(config.seed) if key is None else key
     # The seed is not part of the compiled function: zero it so it never causes a recompile.
     return _plan_skeleton_compiled(key, model, params, observation, skeleton, goal,
-                                   config._replace(seed=0))
+                                   config._replace(seed=0, clearing_skeletons=False))
 
 
 class Plan(NamedTuple):
@@ -269,7 +270,8 @@ def plan_every_skeleton(key, model, params, observation, goal, skeletons: Sequen
               for index, s in enumerate(skeletons)]
     # Skeletons of equal length share one vmapped compiled call (and one compilation), and
     # every call is dispatched before the single host transfer below.
-    config = config._replace(seed=0)  # the seed is not part of the compiled function
+    # Neither the seed nor the skeleton choice is part of the compiled function.
+    config = config._replace(seed=0, clearing_skeletons=False)
     keys = jax.random.split(key, len(arrays))
     by_length: dict[int, list[int]] = {}
     for index, skeleton in enumerate(arrays):
@@ -303,8 +305,20 @@ def plan_skeletons(key, model, params, observation, goal, skeletons: Sequence, c
                                          config))
 
 
+def task_skeletons(task, scene: Scene, config) -> tuple:
+    """The skeletons a planner searches for a task in `scene`.
+
+    task.skeletons(scene), followed by task.clearing_skeletons(scene) when
+    config.clearing_skeletons (a PlannerConfig, ConfigDict or mapping) is set.
+    """
+    skeletons = tuple(task.skeletons(scene))
+    if as_planner_config(config).clearing_skeletons:
+        skeletons += tuple(task.clearing_skeletons(scene))
+    return skeletons
+
+
 def plan(key, model, params, observation, task, scene: Scene, config) -> Plan:
-    """Plans a task: the goal and skeletons come from task.goal(scene), task.skeletons(scene).
+    """Plans a task: the goal and skeletons come from task.goal(scene), task_skeletons(...).
 
     Args:
       key: PRNG key, or None for PRNGKey(config.seed).
@@ -318,4 +332,4 @@ def plan(key, model, params, observation, task, scene: Scene, config) -> Plan:
       The best Plan over the task's skeletons.
     """
     return plan_skeletons(key, model, params, observation, task.goal(scene),
-                          task.skeletons(scene), config)
+                          task_skeletons(task, scene, config), config)

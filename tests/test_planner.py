@@ -133,6 +133,9 @@ def test_plan_does_not_recompile_for_new_keys_or_seeds(setup):
     compiled = planner._plan_skeletons_compiled._cache_size()
     other = planner.plan(None, model, params, observation, task, scene, FAST._replace(seed=5))
     planner.plan(jax.random.PRNGKey(7), model, params, observation, task, scene, FAST)
+    # Which skeletons to plan over is chosen outside the compiled search.
+    planner.plan_every_skeleton(None, model, params, observation, task.goal(scene),
+                                task.skeletons(scene), FAST._replace(clearing_skeletons=True))
     assert planner._plan_skeletons_compiled._cache_size() == compiled
     assert other.relations.shape[1:] == (8, 8, 9)
 

@@ -28,6 +28,10 @@ def loop_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     # Nats lost per metre a placement overlaps an object still in place (f2p.clearance); 0:
     # the model alone scores plans, as in every measured table.
     planner.clearance_weight = 0.0
+    # Also plan over the task's skeletons reordered to clear a spot before filling it
+    # (Task.clearing_skeletons: tabletop only); False in every measured table but tabletop's
+    # generalisation.
+    planner.clearing_skeletons = False
     planner.seed = 0
 
     oracle = config.oracle_planner = ml_collections.ConfigDict()

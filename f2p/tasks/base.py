@@ -208,6 +208,15 @@ class Task(abc.ABC):
     def skeletons(self, scene: Scene) -> tuple[Skeleton, ...]:
         """Return candidate plan skeletons for `scene`, each a tuple of SkeletonSteps."""
 
+    def clearing_skeletons(self, scene: Scene) -> tuple[Skeleton, ...]:
+        """Return extra skeletons that clear each placement's spot before filling it.
+
+        Planners add them to skeletons(scene) when asked to (PlannerConfig.clearing_skeletons);
+        a task whose skeletons never place onto standing objects has none (the default).
+        """
+        del scene
+        return ()
+
     @abc.abstractmethod
     def ood_situation(self, scene: Scene, skill: Skill) -> bool:
         """Tell whether (scene, skill) is a situation the base model never sees in training."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from f2p.scene import CONTAINER, FIXTURE, ITEM, PICK_PLACE, PUSH, REL, Scene, Skill, make_scene
-from f2p.tasks import layout
+from f2p.tasks import clearing, layout
 from f2p.tasks.base import (
     FIXTURE_SLOT,
     Goal,
@@ -33,6 +33,10 @@ FILL_JITTER = 0.006
 ASIDE_DX = (-0.16, -0.13)
 """dx range (from table B's centre) of the strip in front of the row where strays are put down:
 clear of the cups, whose row lanes stay within dx +-0.02 plus a footprint of at most 0.065."""
+ASIDE_HALF_Y = TABLE_B_HALF[1] - 0.05
+"""The strip spans dy +-this: a footprint's margin from table B's side edges."""
+ITEM_MAX_FOOTPRINT = 0.032
+"""Upper bound of an item's xy footprint half size (half extent 0.022 at yaw 0.6: 0.031)."""
 
 
 def num_cups(num_movable: int, split: str = "train") -> int:
@@ -175,12 +179,23 @@ class TabletopTask(Task):
         a cup nor on each other.
         """
         cups, items = self._slots(scene)
-        strays = items[len(cups):]
-        half_y = TABLE_B_HALF[1] - 0.05  # a footprint's margin from the side edges
-        lane = 2.0 * half_y / max(len(strays), 1)
-        return [((ASIDE_DX[0], -half_y + lane * index + 0.02),
-                 (ASIDE_DX[1], -half_y + lane * (index + 1) - 0.02))
-                for index in range(len(strays))]
+        return self._aside_lanes(len(items) - len(cups), margin=0.02)
+
+    def clearing_lanes(self, scene: Scene) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+        """Return one aside lane per item: narrower stretches of the strip, apart from each other.
+
+        Every item may have to go aside (a stray, or an item standing where a cup's lane is);
+        the margin of an item's largest footprint keeps neighbouring lanes' items apart.
+        """
+        _, items = self._slots(scene)
+        return self._aside_lanes(len(items), margin=ITEM_MAX_FOOTPRINT)
+
+    @staticmethod
+    def _aside_lanes(count: int, margin: float):
+        lane = 2.0 * ASIDE_HALF_Y / max(count, 1)
+        return [((ASIDE_DX[0], -ASIDE_HALF_Y + lane * index + margin),
+                 (ASIDE_DX[1], -ASIDE_HALF_Y + lane * (index + 1) - margin))
+                for index in range(count)]
 
     def skeletons(self, scene: Scene):
         """Return the candidate plan skeletons for `scene`.
@@ -193,14 +208,30 @@ class TabletopTask(Task):
         In distribution no item starts in a cup, so cups_first is the only skeleton that never
         carries a loaded cup, and there it is what the base model rightly prefers.
         """
+        return self._skeletons(scene, self.aside_bounds(scene))
+
+    def clearing_skeletons(self, scene: Scene):
+        """Return the skeletons reordered to clear each placement's spot first (f2p.tasks.clearing).
+
+        Strays go to the first clearing lanes; an item standing where a step places (in a cup's
+        lane, say) goes before that step, or is put aside into a lane still free. Cups do not fit
+        the strip, so a step blocked only by a cup that cannot move first yields no skeleton.
+        """
+        lanes = self.clearing_lanes(scene)
+        cups, items = self._slots(scene)
+        strays = max(len(items) - len(cups), 0)
+        return clearing.clearing_skeletons(
+            scene, self._skeletons(scene, lanes[:strays]), lanes[strays:],
+            fits_aside=lambda slot: int(scene.kind[slot]) == ITEM)
+
+    def _skeletons(self, scene: Scene, stray_lanes):
         cups, items = self._slots(scene)
         pairs = list(zip(items, cups, strict=False))
         in_some_cup = {item: any(layout.is_inside(scene, item, cup) for cup in cups)
                        for item in items}
         strays = items[len(cups):]
         aside = tuple(SkeletonStep(PICK_PLACE, stray, FIXTURE_SLOT, low, high)
-                      for stray, (low, high) in zip(strays, self.aside_bounds(scene),
-                                                    strict=True))
+                      for stray, (low, high) in zip(strays, stray_lanes, strict=True))
         jitter = ((-FILL_JITTER, -FILL_JITTER), (FILL_JITTER, FILL_JITTER))
         sort = tuple(SkeletonStep(PICK_PLACE, item, cup, *jitter) for item, cup in pairs
                      if not layout.is_inside(scene, item, cup))
