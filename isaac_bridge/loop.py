@@ -164,13 +164,19 @@ def collect(name: str, setup: Setup, config, workdir: str, object_count: int | N
     workdir/collect/ and every failure a record under workdir/failures/ (names carry the
     object count, so counts share a workdir). object_count, num_failures, max_episodes and
     keep_classes default to config.object_count, config.num_failures,
-    config.max_collection_episodes and config.repair_classes.
+    config.max_collection_episodes and config.repair_classes. With config.real_failures_only
+    the rest of the plan is also executed from the detection's snapshot (the `original`
+    policy) and the entry's original_success says whether it reached the goal anyway; such a
+    detection is no failure to learn from and is not kept (an entry written without that
+    field is played again).
     Returns all entries; those with "kept" True are the failures to repair.
     """
     keep = parse_list(config.repair_classes if keep_classes is None else keep_classes,
                       fail2progress.CLASSES, "repair_classes")
     count = int(config.object_count if object_count is None else object_count)
     wanted = int(config.num_failures if num_failures is None else num_failures)
+    real_only = bool(config.get("real_failures_only", False))
+    policies = {"stop": stop_policy, **({"original": original_policy} if real_only else {})}
     for folder in ("collect", "failures"):
         os.makedirs(os.path.join(workdir, folder), exist_ok=True)
     specs = make_specs(int(config.failure_seed), [name], [count], ["ood"],
@@ -182,10 +188,12 @@ def collect(name: str, setup: Setup, config, workdir: str, object_count: int | N
             break
 
         def make(spec=spec):
-            result = play(spec, setup.params, lambda world: {"stop": stop_policy}, setup,
-                          config)["stop"]
+            results = play(spec, setup.params, lambda world: policies, setup, config)
+            result = results["stop"]
             entry = {"spec": spec._asdict(), "name": spec.name, "detected": result.failure
                      is not None, "success": result.success, "failure_file": None}
+            if real_only:  # without a detection both branches are the same whole plan
+                entry["original_success"] = bool(results["original"].success)
             if result.failure is not None:
                 entry["failure_file"] = os.path.basename(failures.save_failure(
                     os.path.join(workdir, "failures"), spec.name, result.failure))
@@ -203,8 +211,13 @@ def collect(name: str, setup: Setup, config, workdir: str, object_count: int | N
                                                                  setup.simulator))
             return entry
 
-        entry = read_or_make(os.path.join(workdir, "collect", spec.name + ".json"), make)
-        entry["kept"] = bool(entry["detected"] and entry["predicted_class"] in keep)
+        path = os.path.join(workdir, "collect", spec.name + ".json")
+        if real_only and os.path.exists(path) and "original_success" not in read_or_make(
+                path, make):
+            os.remove(path)  # written before real_failures_only: play it again
+        entry = read_or_make(path, make)
+        entry["kept"] = bool(entry["detected"] and entry["predicted_class"] in keep
+                             and not entry.get("original_success", False))
         kept += entry["kept"]
         entries.append(entry)
     logging.info("%s: %d failures to repair from %d OOD episodes", name, kept, len(entries))

@@ -51,3 +51,30 @@ def test_bad_config_is_refused_before_any_work(tmp_path, field, value, message):
     setattr(config, field, value)
     with pytest.raises(ValueError, match=message):
         generalisation.run(config, str(tmp_path))
+
+
+def test_real_failures_only_keeps_detections_whose_whole_plan_still_fails(tmp_path,
+                                                                          tiny_checkpoint):
+    from isaac_bridge import loop
+
+    config = generalisation_config.get_config("tiny")
+    config.checkpoint = tiny_checkpoint[0]
+    config.real_failures_only = True
+    config.num_failures = 3
+    setup = loop.make_setup(config, str(tmp_path), ["tabletop"], repairers=False)
+    try:
+        entries = loop.collect("tabletop", setup, config, str(tmp_path))
+        assert entries and all("original_success" in entry for entry in entries)
+        for entry in entries:
+            assert entry["kept"] == (entry["detected"] and not entry["original_success"]
+                                     and entry["predicted_class"] in ("wrong_prediction",
+                                                                      "sim2real"))
+        # An entry written without the check is played again, to the same outcome.
+        path = tmp_path / "collect" / (entries[0]["name"] + ".json")
+        old = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v for k, v in old.items() if k != "original_success"}))
+        again = loop.collect("tabletop", setup, config, str(tmp_path))
+        assert json.loads(path.read_text()) == old
+        assert [e["kept"] for e in again] == [e["kept"] for e in entries]
+    finally:
+        setup.simulator.close()

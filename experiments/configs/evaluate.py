@@ -7,6 +7,8 @@ tests, which point `checkpoint` at a tiny exported model).
 
 import ml_collections
 
+from experiments.configs.common import planner_section
+
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     if variant not in ("default", "tiny"):
@@ -40,19 +42,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.oracle_splits = "ood"
     config.save_failures = True  # write every detected failure under workdir/failures/
 
-    planner = config.planner = ml_collections.ConfigDict()
-    planner.population = 64
-    planner.iterations = 5
-    planner.elites = 8
-    planner.init_std = 0.5
-    # Nats lost per metre a placement overlaps an object still in place (f2p.clearance); 0:
-    # the model alone scores plans, as in every measured table.
-    planner.clearance_weight = 0.0
-    # Also plan over the task's skeletons reordered to clear a spot before filling it
-    # (Task.clearing_skeletons: tabletop only); False in every measured table but tabletop's
-    # generalisation.
-    planner.clearing_skeletons = False
-    planner.seed = 0  # unused: each episode's key derives from its seed
+    planner = config.planner = planner_section()
 
     oracle = config.oracle = ml_collections.ConfigDict()
     oracle.num_workers = 2  # MuJoCo worker processes that simulate the candidates

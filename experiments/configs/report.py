@@ -25,6 +25,12 @@ SECTIONS = (
     ("generalisation", "Generalisation to 5 and 7 objects", "results/generalisation",
      _RUN.format(module="generalisation", config="generalisation.py",
                  path="results/generalisation")),
+    ("generalisation_tabletop", "Generalisation to 5 and 7 objects: tabletop, clearing planner",
+     "results/generalisation_tabletop",
+     _RUN.format(module="generalisation", config="generalisation.py",
+                 path="results/generalisation_tabletop")
+     + " --config.tasks=tabletop --config.planner.clearance_weight=1000"
+       " --config.planner.clearing_skeletons=True --config.real_failures_only=True"),
     ("sim2real", "Sim2Real: perception noise and friction gap", "results/sim2real",
      _RUN.format(module="sim2real", config="sim2real.py", path="results/sim2real")),
     ("efficiency", "Efficiency: generation time vs object count", "results/efficiency",
