@@ -175,7 +175,7 @@ def collect(name: str, setup: Setup, config, workdir: str, object_count: int | N
                       fail2progress.CLASSES, "repair_classes")
     count = int(config.object_count if object_count is None else object_count)
     wanted = int(config.num_failures if num_failures is None else num_failures)
-    real_only = bool(config.get("real_failures_only", False))
+    real_only = bool(config.real_failures_only)
     policies = {"stop": stop_policy, **({"original": original_policy} if real_only else {})}
     for folder in ("collect", "failures"):
         os.makedirs(os.path.join(workdir, folder), exist_ok=True)
@@ -212,10 +212,10 @@ def collect(name: str, setup: Setup, config, workdir: str, object_count: int | N
             return entry
 
         path = os.path.join(workdir, "collect", spec.name + ".json")
-        if real_only and os.path.exists(path) and "original_success" not in read_or_make(
-                path, make):
-            os.remove(path)  # written before real_failures_only: play it again
         entry = read_or_make(path, make)
+        if real_only and "original_success" not in entry:
+            entry = make()  # written before real_failures_only: play it again
+            reporting.write_json(path, entry)
         entry["kept"] = bool(entry["detected"] and entry["predicted_class"] in keep
                              and not entry.get("original_success", False))
         kept += entry["kept"]
