@@ -57,11 +57,12 @@ def markdown(results: dict[str, Any]) -> str:
                      + " | ".join(scores.cell(row[r]) for r in RATES) + " |")
     lines += ["", "## Time from a detected failure to the recovered plan, and the data", "",
               "| task | method | classify s | generate s | label s | fine-tune s | replan s | "
-              "total s | compile s | labels | dropped | reproduction | diversity m | "
-              "attempts | retention detections |",
-              "| --- " * 15 + "|"]
+              "total s | compile s | fine-tune compile s | labels | dropped | reproduction | "
+              "diversity m | attempts | retention detections |",
+              "| --- " * 16 + "|"]
     for row in results["rows"]:
         values = [row[s] for s in STAGES] + [row["total_seconds"], row["compile_seconds"],
+                                             row.get("finetune_compile_seconds", np.nan),
                                              row["labels"], row["dropped"], row["reproduction"],
                                              row["diversity"], row["attempts"]]
         lines.append(f"| {row['task']} | {row['method']} | "
@@ -116,7 +117,9 @@ def story(results: dict[str, Any]) -> list[str]:
                   f"kept, {info['dropped']} dropped ({info['label_status']}).",
                   f"5. Fine-tuned ({results['config']['finetune']['steps']} steps, replay "
                   f"fraction {results['config']['finetune']['replay_fraction']}) in "
-                  f"{info['finetune_seconds']:.1f} s.",
+                  f"{info['finetune_seconds']:.1f} s"
+                  + (f" (+{info['finetune_compile_seconds']:.1f} s compile)."
+                     if "finetune_compile_seconds" in info else "."),
                   f"6. Replanned in {replaced['plan_seconds']:.1f} s: {skills} (goal "
                   f"probability {replaced['plan']['goal_probability']:.2f}).",
                   f"7. Outcome: recovery {'succeeded' if unit['recovery'] else 'failed'}"
@@ -138,7 +141,9 @@ NOTES = (
     "- original and replan do not change the model: their future and retention columns are "
     "the base agent's. oracle replans once with the oracle planner, which simulates "
     "candidate plans from the true scene (an upper bound, no model).",
-    "- seconds are medians over the failures, compile time (first use of a generator) apart; "
+    "- seconds are medians over the failures, compile times apart (compile s: a generator's "
+    "first use in the process; fine-tune compile s: the fine-tune's, once per process and "
+    "step count, a mean; '-' for runs that counted it inside fine-tune s); "
     "total = classify + generate + label + fine-tune + replan. reproduction: share of "
     "generated states whose settled relations among the goal objects equal the settled "
     "failure scene's; diversity: mean pairwise distance of the states over the movable "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -16,6 +15,7 @@ import optax
 
 from f2p import objectives, sharding, svgd
 from f2p.baselines import rejection_sampling, run_until_full
+from f2p.compile_cache import CompileCache
 from f2p.objectives import POSE_DIMS, FailureScene, ObjectiveConfig
 
 GENERATOR_NAMES = ("svgd", "gradient", "sampling", "random", "svgd_no_entropy")
@@ -227,7 +227,7 @@ the states' own units (the particles hold yaw_scale * dyaw)."""
 _DEFAULTS = {"objective": ObjectiveConfig._field_defaults,
              "generation": GenerationConfig._field_defaults}
 
-_COMPILED: dict[Any, Any] = {}
+_COMPILED = CompileCache()
 """Compiled generations by (kind, name, model, configs, mesh, argument shapes): compile time is
 timed apart. generate_particles and generate_sweep share it (their keys differ in kind)."""
 
@@ -244,21 +244,6 @@ def _check_targeted(name: str, objective: ObjectiveConfig, config: GenerationCon
                          f"targeted generation runs only {', '.join(TARGETED)}")
     objectives.check_objective_config(objective)
     check_generation_config(config)
-
-
-def _run_cached(cache_key, compiled_fn, static, arguments) -> tuple[Any, dict[str, float]]:
-    """Compiles compiled_fn once per cache_key, runs it; times the compile, run wall and CPU."""
-    shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), arguments)
-    cache_key = (*cache_key, jax.tree.structure(arguments), tuple(jax.tree.leaves(shapes)))
-    compile_seconds = 0.0
-    if cache_key not in _COMPILED:
-        started = time.perf_counter()
-        _COMPILED[cache_key] = compiled_fn.lower(*static, *arguments).compile()
-        compile_seconds = time.perf_counter() - started
-    started, cpu_started = time.perf_counter(), time.process_time()
-    result = jax.block_until_ready(_COMPILED[cache_key](*arguments))
-    return result, {"compile_seconds": compile_seconds, "seconds": time.perf_counter() - started,
-                    "cpu_seconds": time.process_time() - cpu_started}
 
 
 def generate_particles(name: str, key: jax.Array, model, params, failure: FailureScene,
@@ -287,8 +272,8 @@ def generate_particles(name: str, key: jax.Array, model, params, failure: Failur
     """
     _check_targeted(name, objective, config)
     sharding.check_mesh(mesh, config.num_states)
-    return _run_cached(("particles", name, model, objective, config, mesh), _generate_compiled,
-                       (name, model, objective, config, mesh), (key, params, failure))
+    return _COMPILED.run(("particles", name, model, objective, config, mesh), _generate_compiled,
+                         (name, model, objective, config, mesh), (key, params, failure))
 
 
 def check_sweep(sweep: Mapping[str, Sequence[float]], objective: ObjectiveConfig,
@@ -369,8 +354,8 @@ def generate_sweep(name: str, key: jax.Array, model, params, failure: FailureSce
     base_objective, base_config = _with_values(objective, config, {
         field: _DEFAULTS[field.split(".")[0]][field.split(".")[1]] for field in values})
     static = (name, model, base_objective, base_config, mesh)
-    return _run_cached(("sweep", *static), _sweep_compiled, static,
-                       (key, params, failure, values))
+    return _COMPILED.run(("sweep", *static), _sweep_compiled, static,
+                         (key, params, failure, values))
 
 
 def state_poses(failure: FailureScene, states, yaw_scale: float) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import optax
 from absl import logging
 from flax import struct
 
+from f2p.compile_cache import CompileCache
 from f2p.io import checkpoint
 from f2p.models.losses import (
     LossWeights,
@@ -31,12 +33,14 @@ from f2p.scene import NUM_RELATIONS, Transition, take_row
 
 __all__ = [
     "FitResult", "LossWeights", "OptimizerSpec", "TrainState", "batch_indices",
-    "create_train_state", "evaluate", "eval_step", "finetune", "fit", "make_optimizer",
-    "relation_f1", "train_step",
+    "create_train_state", "evaluate", "eval_step", "finetune", "finetune_batches", "fit",
+    "make_optimizer", "relation_f1", "train_step", "train_steps",
     "true_next_points", "validate_transitions",
 ]
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
+_FINETUNE_COMPILED = CompileCache()
+"""finetune's train_steps by state structure (model, optimiser spec, config) and chunk shapes."""
 _LOGIT_TERMS = ("relation_logits_t", "relation_logits_t1")
 
 
@@ -162,10 +166,8 @@ def _weights(state: TrainState) -> LossWeights:
     return LossWeights.from_config(state.config.loss)
 
 
-@jax.jit
-def train_step(state: TrainState, batch: Transition) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimiser step on a batch; returns the new state and batch-mean metrics."""
-
+def _train_step(state: TrainState, batch: Transition
+                ) -> tuple[TrainState, dict[str, jax.Array]]:
     def loss(params):
         total, terms = per_example_losses(state.model, params, batch, _weights(state))
         return jnp.mean(total), terms
@@ -177,6 +179,23 @@ def train_step(state: TrainState, batch: Transition) -> tuple[TrainState, dict[s
     metrics["loss"] = loss_value
     metrics["grad_norm"] = optax.tree.norm(grads)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+@jax.jit
+def train_step(state: TrainState, batch: Transition
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step on a batch; returns the new state and batch-mean metrics."""
+    return _train_step(state, batch)
+
+
+@jax.jit
+def train_steps(state: TrainState, batches: Transition
+                ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Steps through batches stacked on a leading [S] axis in one lax.scan.
+
+    Returns the state after S steps and every step's metrics, each [S].
+    """
+    return jax.lax.scan(_train_step, state, batches)
 
 
 @jax.jit
@@ -204,6 +223,28 @@ def batch_indices(num_rows: int, batch_size: int, seed: int, step: int) -> np.nd
     epoch, offset = divmod(step, steps_per_epoch)
     permutation = np.random.default_rng([seed, epoch]).permutation(num_rows)
     return permutation[offset * batch_size:(offset + 1) * batch_size]
+
+
+def _stacked_indices(num_rows: int, batch_size: int, seed: int, steps) -> np.ndarray:
+    """[S, batch_size] rows of the batches of `steps` (batch_indices, stacked)."""
+    return np.stack([batch_indices(num_rows, batch_size, seed, int(step)) for step in steps])
+
+
+def finetune_batches(new_data: Transition, replay_data: Transition | None, num_replay: int,
+                     batch_size: int, seed: int, steps) -> Transition:
+    """The fine-tune's batches of `steps`, stacked: a Transition of [S, batch_size] arrays.
+
+    Each batch holds batch_size - num_replay rows of new_data (epoch-wise shuffles of seed)
+    followed by num_replay rows of replay_data (of seed + 1); a pure function of its inputs.
+    """
+    num_new = batch_size - num_replay
+    batches = take_row(new_data, _stacked_indices(len(new_data.points_t), num_new, seed, steps))
+    if not num_replay:
+        return batches
+    replay = take_row(replay_data, _stacked_indices(len(replay_data.points_t), num_replay,
+                                                    seed + 1, steps))
+    return Transition(*(np.concatenate(pair, axis=1) for pair in zip(batches, replay,
+                                                                     strict=True)))
 
 
 def evaluate(state: TrainState, data: Transition, batch_size: int | None = None
@@ -235,8 +276,10 @@ def _log_line(prefix: str, step: int, total: int, metrics: dict[str, float], rat
 
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+    """Mean of each metric over a list of steps' (scalars) or chunks' ([S] arrays) metrics."""
     stacked = jax.device_get(history)
-    return {name: float(np.mean([m[name] for m in stacked])) for name in stacked[0]}
+    return {name: float(np.mean(np.concatenate([np.ravel(m[name]) for m in stacked])))
+            for name in stacked[0]}
 
 
 def _checkpoint_tree(state: TrainState) -> dict[str, Any]:
@@ -311,6 +354,9 @@ def finetune(state: TrainState, new_data: Transition, replay_data: Transition | 
 
     A fresh optimiser (config.finetune: learning rate, warmup, cosine over `steps`) starts from
     the current parameters; every batch holds round(replay_fraction * batch_size) replay rows.
+    The steps run as chunks of train_steps (one lax.scan each, compiled once per model,
+    optimiser spec and batch shape, the compile timed apart); the batches are those of
+    train_step called step by step.
 
     Args:
       state: the trained state.
@@ -318,7 +364,9 @@ def finetune(state: TrainState, new_data: Transition, replay_data: Transition | 
       replay_data: optional batched Transition of the original training data.
       replay_fraction: share of each batch from replay_data in [0, 1); config default if None.
       steps: optimiser steps; config default if None.
-      callback: called as callback(step, metrics) with "finetune/..." keys.
+      callback: called every config.finetune.log_every steps as callback(step, metrics) with
+        the mean "finetune/..." metrics since the last call and "finetune/compile_seconds",
+        the compile time so far (0 when the compilation was reused).
 
     Returns:
       The fine-tuned state (its step keeps counting from `state.step`).
@@ -330,36 +378,40 @@ def finetune(state: TrainState, new_data: Transition, replay_data: Transition | 
         raise ValueError(f"replay_fraction: {fraction}, allowed [0, 1)")
     if steps <= 0:
         raise ValueError(f"steps: {steps}, must be > 0")
-    rows, num_objects, num_points = validate_transitions(new_data, "new_data")
+    _, num_objects, num_points = validate_transitions(new_data, "new_data")
     num_replay = 0
     if replay_data is not None:
-        replay_rows, replay_objects, replay_points = validate_transitions(
+        _, replay_objects, replay_points = validate_transitions(
             replay_data, "replay_data")
         if (replay_objects, replay_points) != (num_objects, num_points):
             raise ValueError(f"replay_data: K, P = {replay_objects}, {replay_points} differ "
                              f"from new_data's {num_objects}, {num_points}")
         num_replay = int(round(fraction * settings.batch_size))
-    num_new = settings.batch_size - num_replay
     train = state.config.train
     optimizer = OptimizerSpec(settings.learning_rate, settings.warmup_steps, steps,
                               train.weight_decay, train.grad_clip_norm,
                               train.end_learning_rate_factor)
     state = state.replace(optimizer=optimizer,
                           opt_state=jax.jit(optimizer.build().init)(state.params))
-    history, interval_start = [], time.perf_counter()
-    for step in range(steps):
-        batch = take_row(new_data, batch_indices(rows, num_new, settings.seed, step))
-        if num_replay:
-            replay = take_row(replay_data, batch_indices(replay_rows, num_replay,
-                                                      settings.seed + 1, step))
-            batch = Transition(*(np.concatenate(pair) for pair in zip(batch, replay, strict=True)))
-        state, metrics = train_step(state, batch)
+    # Chunks of equal length divide both the steps and the log interval: one compilation.
+    chunk = math.gcd(steps, settings.log_every)
+    history, interval_start, interval_compile, compile_seconds = [], time.perf_counter(), 0.0, 0.0
+    for start in range(0, steps, chunk):
+        batches = finetune_batches(new_data, replay_data, num_replay, settings.batch_size,
+                                   settings.seed, np.arange(start, start + chunk))
+        (state, metrics), timings = _FINETUNE_COMPILED.run(("finetune",), train_steps, (),
+                                                           (state, batches))
+        compile_seconds += timings["compile_seconds"]
+        interval_compile += timings["compile_seconds"]
         history.append(metrics)
-        if (step + 1) % settings.log_every == 0 or step + 1 == steps:
+        done = start + chunk
+        if done % settings.log_every == 0 or done == steps:
             mean = _mean_metrics(history)
-            rate = len(history) / (time.perf_counter() - interval_start)
-            history, interval_start = [], time.perf_counter()
-            _log_line("finetune", step + 1, steps, mean, rate)
+            seconds = time.perf_counter() - interval_start - interval_compile
+            rate = sum(np.size(m["loss"]) for m in history) / max(seconds, 1e-9)
+            history, interval_start, interval_compile = [], time.perf_counter(), 0.0
+            _log_line("finetune", done, steps, mean, rate)
             if callback is not None:
-                callback(int(state.step), {f"finetune/{k}": v for k, v in mean.items()})
+                callback(int(state.step), {f"finetune/{k}": v for k, v in mean.items()}
+                         | {"finetune/compile_seconds": compile_seconds})
     return state

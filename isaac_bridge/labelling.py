@@ -55,6 +55,11 @@ class Labelled(NamedTuple):
     kept: np.ndarray
 
 
+def _state_key(scene: Scene) -> bytes:
+    """The exact bytes of one scene's fields (equal keys: bit-identical states)."""
+    return b"".join(np.ascontiguousarray(field).tobytes() for field in scene)
+
+
 def label_batch(simulator: Simulator, scenes: Scene, skills: Skill, seed: int,
                 render: RenderSettings = RenderSettings(),
                 rng: np.random.Generator | None = None) -> Labelled:
@@ -64,7 +69,8 @@ def label_batch(simulator: Simulator, scenes: Scene, skills: Skill, seed: int,
     tipped, interpenetrated, diverged, were invalid or crashed the simulator are dropped and
     counted by status, never raised. The kept item's row holds the settled pre-skill state the
     skill started from (Outcome.pre), its points rendered from that state, the skill as given,
-    the post state, and the simulator's relations before and after.
+    the post state, and the simulator's relations before and after. Without perception noise,
+    items whose settled pre-skill states are bit-identical are rendered once.
 
     Args:
       simulator: an f2p.world.Simulator (NumPy in, NumPy out).
@@ -88,11 +94,21 @@ def label_batch(simulator: Simulator, scenes: Scene, skills: Skill, seed: int,
     pre, post = take_row(outcome.pre, kept), take_row(outcome.post, kept)
     num_slots = scenes.mask.shape[-1]
     points = np.zeros((int(kept.sum()), num_slots, render.num_points, 3), np.float32)
+    # Without noise a render is a pure function of the state: items that start from the same
+    # settled state (a generated state labelled with M actions) share one render.
+    rendered: dict[bytes, np.ndarray] = {}
     for row in range(points.shape[0]):
-        observation = render_observation(
-            take_row(pre, row), render.num_points, render.noise_level, rng, render.cameras,
-            render.image_size, render.noise)
-        points[row] = observation.points
+        state = take_row(pre, row)
+        key = _state_key(state) if render.noise_level == 0.0 else None
+        if key not in rendered:
+            observation = render_observation(
+                state, render.num_points, render.noise_level, rng, render.cameras,
+                render.image_size, render.noise)
+            if key is None:
+                points[row] = observation.points
+                continue
+            rendered[key] = observation.points
+        points[row] = rendered[key]
     chosen = take_row(skills, kept)
     transitions = Transition(
         points_t=points, mask=pre.mask.astype(bool), kind=pre.kind.astype(np.int32),

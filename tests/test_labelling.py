@@ -170,3 +170,24 @@ def test_labels_are_a_fixed_function_of_the_seed_and_the_noise_stream(simulator)
     np.testing.assert_array_equal(other_noise.transitions.pos_t1, first.transitions.pos_t1)
     exact = label_batch(simulator, scenes, skills, 11, RENDER)
     assert not np.array_equal(exact.transitions.points_t, first.transitions.points_t)
+
+
+def test_identical_pre_states_are_rendered_once_without_noise(simulator, monkeypatch):
+    import isaac_bridge.labelling as labelling
+
+    calls = []
+
+    def counting(scene, *args, **kwargs):
+        calls.append(scene)
+        return render_observation(scene, *args, **kwargs)
+
+    monkeypatch.setattr(labelling, "render_observation", counting)
+    scenes, skills = _batch(PAIRS[:1] + PAIRS[3:])  # three skills from the same scene
+    exact = label_batch(simulator, scenes, skills, 5, RENDER)
+    assert exact.counts["kept"] == 3 and len(calls) == 1  # one settled state, one render
+    for row in range(3):
+        np.testing.assert_array_equal(exact.transitions.points_t[row],
+                                      exact.transitions.points_t[0])
+    calls.clear()
+    label_batch(simulator, scenes, skills, 5, RENDER._replace(noise_level=0.5))
+    assert len(calls) == 3  # noisy renders draw from the stream item by item

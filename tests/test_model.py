@@ -163,3 +163,23 @@ def test_bad_inputs_raise_clear_errors(setup):
     bad.displacement_dims = 4
     with pytest.raises(ValueError, match="displacement_dims"):
         SkillEffectModel(bad)
+
+
+def test_weighted_moments_equal_the_offset_einsums():
+    """The expanded moments equal the direct sums over offsets (l - a) and their products."""
+    from f2p.models.encoder import _weighted_moments
+
+    rng = np.random.default_rng(3)
+    local = jnp.asarray(rng.normal(size=(2, 5, 32, 3)), jnp.float32)
+    features = jnp.asarray(rng.normal(size=(2, 5, 32, 7)), jnp.float32)
+    anchors = local[..., ::8, :]
+    weights = jax.nn.softmax(jnp.asarray(rng.normal(size=(2, 5, 4, 32)), jnp.float32), axis=-1)
+    grouped, mean_offset, second = _weighted_moments(weights, features, local, anchors)
+    offsets = local[..., None, :, :] - anchors[..., :, None, :]
+    np.testing.assert_allclose(grouped, jnp.einsum("...mp,...pc->...mc", weights, features),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean_offset, jnp.einsum("...mp,...mpd->...md", weights, offsets),
+                               rtol=1e-5, atol=1e-5)
+    direct = jnp.einsum("...mp,...mpd,...mpe->...mde", weights, offsets, offsets)
+    np.testing.assert_allclose(second, direct.reshape(direct.shape[:-2] + (9,)), rtol=1e-4,
+                               atol=1e-5)

@@ -17,6 +17,7 @@ from f2p.train import (
     eval_step,
     evaluate,
     finetune,
+    finetune_batches,
     fit,
     relation_f1,
     train_step,
@@ -208,23 +209,16 @@ def test_finetune_with_replay_runs_and_updates(data):
         finetune(state, new_data, replay_data=data[0]._replace(points_t=np.zeros((2, 3))))
 
 
-def test_finetune_batches_mix_replay_rows_in_the_configured_share(data, monkeypatch):
-    import f2p.train as train_module
-
-    config = small_config()
-    state = create_train_state(config, K, P)
+def test_finetune_batches_mix_replay_rows_in_the_configured_share(data):
     new_data, replay_data = synthetic_transitions(5, 3), data[0]
-    batches = []
-
-    def recording_step(state, batch):
-        batches.append(batch)
-        return train_step(state, batch)
-
-    monkeypatch.setattr(train_module, "train_step", recording_step)
-    finetune(state, new_data, replay_data=replay_data, replay_fraction=0.25, steps=4)
-    batch_size = config.finetune.batch_size
-    num_replay = int(round(0.25 * batch_size))
-    assert len(batches) == 4 and num_replay > 0
+    batch_size, num_replay = 8, 2
+    batches = finetune_batches(new_data, replay_data, num_replay, batch_size, seed=1,
+                               steps=np.arange(4))
+    assert batches.points_t.shape == (4, batch_size, K, P, 3)
+    assert batches.relations_t.shape == (4, batch_size, K, K, 9)
+    again = finetune_batches(new_data, replay_data, num_replay, batch_size, seed=1,
+                             steps=np.arange(2, 4))
+    np.testing.assert_array_equal(again.points_t, batches.points_t[2:])  # pure in (seed, step)
 
     def source(row_points):  # which dataset a batch row came from
         in_new = any(np.array_equal(row_points, p) for p in new_data.points_t)
@@ -232,13 +226,35 @@ def test_finetune_batches_mix_replay_rows_in_the_configured_share(data, monkeypa
         assert in_new != in_replay
         return "replay" if in_replay else "new"
 
-    for batch in batches:
-        assert batch.points_t.shape[0] == batch_size
-        sources = [source(points) for points in batch.points_t]
-        assert sources.count("replay") == num_replay
+    for batch in batches.points_t:
+        assert [source(points) for points in batch] == ["new"] * 6 + ["replay"] * 2
     replayed = {tuple(np.flatnonzero([np.array_equal(p, q) for q in replay_data.points_t]))
-                for batch in batches for p in batch.points_t[batch_size - num_replay:]}
+                for batch in batches.points_t for p in batch[batch_size - num_replay:]}
     assert len(replayed) > 1  # replay rows are drawn across the replay set, not one row
-    batches.clear()
-    finetune(state, new_data, steps=2)  # no replay data: every row is new
-    assert all(source(points) == "new" for batch in batches for points in batch.points_t)
+    plain = finetune_batches(new_data, None, 0, batch_size, seed=1, steps=np.arange(2))
+    assert all(source(points) == "new" for batch in plain.points_t for points in batch)
+
+
+def test_finetune_equals_train_step_on_its_batches(data):
+    """The scanned chunks run exactly the steps train_step would run on the same batches."""
+    config = small_config()
+    config.finetune.log_every = 2  # two chunks of 2 steps
+    state = create_train_state(config, K, P)
+    new_data, replay_data = synthetic_transitions(5, 3), data[0]
+    logged = []
+    tuned = finetune(state, new_data, replay_data=replay_data, replay_fraction=0.25, steps=4,
+                     callback=lambda step, m: logged.append((step, m)))
+    settings = config.finetune
+    num_replay = int(round(0.25 * settings.batch_size))
+    batches = finetune_batches(new_data, replay_data, num_replay, settings.batch_size,
+                               settings.seed, np.arange(4))
+    stepped = state.replace(optimizer=tuned.optimizer,
+                            opt_state=tuned.optimizer.build().init(state.params))
+    for step in range(4):
+        stepped, _ = train_step(stepped, jax.tree.map(lambda x, s=step: x[s], batches))
+    for a, b in zip(jax.tree.leaves(stepped.params), jax.tree.leaves(tuned.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert [step for step, _ in logged] == [2, 4]
+    assert logged[0][1]["finetune/compile_seconds"] >= 0.0
+    assert logged[1][1]["finetune/compile_seconds"] == logged[0][1]["finetune/compile_seconds"]
+

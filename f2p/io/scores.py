@@ -72,6 +72,10 @@ def summarise(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in ("compile_seconds", "labels", "dropped", "reproduction", "diversity",
                     "attempts", "accepted"):
             row[key] = mean(r[key] for r in repairs)
+        # Units written before the fine-tune's compile was timed apart lack the field (their
+        # finetune_seconds include it).
+        row["finetune_compile_seconds"] = mean(r.get("finetune_compile_seconds")
+                                               for r in repairs)
         row["same_failure"] = all(u["same_failure"] for u in cell)
         rows.append(row)
     return rows

@@ -18,6 +18,30 @@ def soft_min_max(values: jax.Array, temperature: float, axis: int) -> tuple[jax.
     return soft_min, soft_max
 
 
+def _weighted_moments(weights: jax.Array, features: jax.Array, local: jax.Array,
+                      anchors: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per anchor: weighted features [..., M, C], mean offset [..., M, 3], 2nd moment [..., M, 9].
+
+    With w the anchor's weights (summing to 1), l the points and a the anchor, the mean offset
+    sum_p w_p (l_p - a) = E[l] - a and the second moment sum_p w_p (l_p - a)(l_p - a)^T =
+    E[l l^T] - a E[l]^T - E[l] a^T + a a^T. Expanding them lets one [M, P] x [P, C + 12] product
+    gather everything, instead of materialising [..., M, P, 3, 3] products of offsets (the
+    encoder's costliest tensor). Local coordinates are O(1) (RMS-normalised), so the float32
+    cancellation stays near 1e-6.
+    """
+    outer = (local[..., :, None] * local[..., None, :]).reshape(local.shape[:-1] + (9,))
+    stacked = jnp.concatenate([features, local, outer], axis=-1)  # [..., P, C + 12]
+    moments = jnp.einsum("...mp,...pc->...mc", weights, stacked)
+    channels = features.shape[-1]
+    grouped = moments[..., :channels]
+    first = moments[..., channels:channels + 3]  # E[l]
+    second = moments[..., channels + 3:].reshape(moments.shape[:-1] + (3, 3))  # E[l l^T]
+    cross = anchors[..., :, None] * first[..., None, :]  # a E[l]^T
+    second = (second - cross - jnp.swapaxes(cross, -1, -2)
+              + anchors[..., :, None] * anchors[..., None, :])
+    return grouped, first - anchors, second.reshape(second.shape[:-2] + (9,))
+
+
 class PointEncoder(nn.Module):
     """Encodes one object's points (any leading axes) into a shape feature.
 
@@ -53,11 +77,8 @@ class PointEncoder(nn.Module):
         offsets = local[..., None, :, :] - anchors[..., :, None, :]  # [..., M, P, 3]
         logits = -jnp.sum(offsets**2, axis=-1) / (2.0 * self.radius**2)
         weights = jax.nn.softmax(logits, axis=-1)  # [..., M, P], each row sums to 1
-        grouped = jnp.einsum("...mp,...pc->...mc", weights, point_features)
-        mean_offset = jnp.einsum("...mp,...mpd->...md", weights, offsets)
-        # Local second moment: the surface's orientation and spread around each anchor.
-        second_moment = jnp.einsum("...mp,...mpd,...mpe->...mde", weights, offsets, offsets)
-        second_moment = second_moment.reshape(second_moment.shape[:-2] + (9,))
+        grouped, mean_offset, second_moment = _weighted_moments(weights, point_features,
+                                                                local, anchors)
         anchor_input = jnp.concatenate([grouped, mean_offset, second_moment, anchors], axis=-1)
 
         hidden = nn.gelu(nn.Dense(self.out_dim)(anchor_input))
