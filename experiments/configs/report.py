@@ -22,6 +22,12 @@ SECTIONS = (
                  path="results/fail2progress")),
     ("demo", "The demo (`make demo`)", "workdirs/demo",
      _RUN.format(module="fail2progress", config="fail2progress.py:demo", path="workdirs/demo")),
+    ("repair_timing", "Time from a detected failure to the recovered plan (idle machine)",
+     "results/repair_timing",
+     _RUN.format(module="fail2progress", config="fail2progress.py:demo",
+                 path="results/repair_timing")
+     + " --config.tasks=tabletop,transport,packing --config.num_failures=3"
+       " --config.max_collection_episodes=20 --config.num_future=1 --config.num_retention=1"),
     ("generalisation", "Generalisation to 5 and 7 objects", "results/generalisation",
      _RUN.format(module="generalisation", config="generalisation.py",
                  path="results/generalisation")),
