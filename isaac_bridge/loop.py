@@ -242,11 +242,19 @@ def evaluation_specs(name: str, config, object_count: int | None = None
 
 
 def whole_plan(spec: EpisodeSpec, params, setup: Setup, config) -> dict[str, Any]:
-    """One episode, whole plan executed with `params`: success and whether it detected."""
+    """One episode, whole plan executed with `params`.
+
+    Returns its success, whether it detected a failure, and the plan chosen at the start: its
+    skeleton, goal probability and every skeleton's log goal probability (what a repair
+    changed in the agent's choice).
+    """
     result = play(spec, params, lambda world: {"original": original_policy}, setup,
                   config)["original"]
+    plan = result.record["plan"]
     return {"episode": spec.name, "success": result.success,
-            "detected": result.record["detected"]}
+            "detected": result.record["detected"], "skeleton": plan["skeleton_index"],
+            "goal_probability": plan["goal_probability"],
+            "skeleton_scores": plan["skeleton_scores"]}
 
 
 def base_evaluation(name: str, setup: Setup, config, workdir: str,

@@ -23,7 +23,11 @@ def test_tiny_fail2progress_end_to_end_and_resume(tmp_path, tiny_checkpoint):
         assert unit["same_failure"], "the unit replays the collected failure"
         assert set(unit) >= {"recovery", "retry", "future", "retention"}
         assert len(unit["future"]) == len(unit["retention"]) == 1
+        for episode in unit["future"] + unit["retention"]:  # the plan chosen is on record
+            assert 0.0 <= episode["goal_probability"] <= 1.0
+            assert 0 <= episode["skeleton"] < len(episode["skeleton_scores"])
         if unit["method"].startswith("repair:"):
+            assert {"finetune_seconds", "finetune_compile_seconds"} <= set(unit["repair"])
             assert unit["repaired"]
             info = unit["repair"]
             assert info["pairs"] == 4 and 0 < info["labels"] <= 4
