@@ -37,6 +37,12 @@ SECTIONS = (
                  path="results/generalisation_tabletop")
      + " --config.tasks=tabletop --config.planner.clearance_weight=1000"
        " --config.planner.clearing_skeletons=True --config.real_failures_only=True"),
+    ("generalisation_replay", "Generalisation to 5 and 7 objects: transport and packing, "
+     "replay 0.5", "results/generalisation_replay",
+     _RUN.format(module="generalisation", config="generalisation.py",
+                 path="results/generalisation_replay")
+     + " --config.tasks=transport,packing --config.finetune.replay_fraction=0.5"
+       " --config.methods=repair:svgd,repair:sampling"),
     ("sim2real", "Sim2Real: perception noise and friction gap", "results/sim2real",
      _RUN.format(module="sim2real", config="sim2real.py", path="results/sim2real")),
     ("efficiency", "Efficiency: generation time vs object count", "results/efficiency",
