@@ -95,19 +95,16 @@ def label_batch(simulator: Simulator, scenes: Scene, skills: Skill, seed: int,
     num_slots = scenes.mask.shape[-1]
     points = np.zeros((int(kept.sum()), num_slots, render.num_points, 3), np.float32)
     # Without noise a render is a pure function of the state: items that start from the same
-    # settled state (a generated state labelled with M actions) share one render.
-    rendered: dict[bytes, np.ndarray] = {}
+    # settled state (a generated state labelled with M actions) share one render. Noisy renders
+    # are keyed by row, so each draws from rng in batch order.
+    rendered: dict[bytes | int, np.ndarray] = {}
     for row in range(points.shape[0]):
         state = take_row(pre, row)
-        key = _state_key(state) if render.noise_level == 0.0 else None
+        key = _state_key(state) if render.noise_level == 0.0 else row
         if key not in rendered:
-            observation = render_observation(
+            rendered[key] = render_observation(
                 state, render.num_points, render.noise_level, rng, render.cameras,
-                render.image_size, render.noise)
-            if key is None:
-                points[row] = observation.points
-                continue
-            rendered[key] = observation.points
+                render.image_size, render.noise).points
         points[row] = rendered[key]
     chosen = take_row(skills, kept)
     transitions = Transition(

@@ -189,8 +189,9 @@ def test_bad_configs_name_the_field(tmp_path):
 
 def test_the_default_config_lists_every_section_in_order_with_a_command():
     sections = report.parse_sections(report_config.get_config())
-    assert [s.name for s in sections] == ["base_agent", "main_table", "demo", "generalisation",
-                                          "generalisation_tabletop", "sim2real", "efficiency",
+    assert [s.name for s in sections] == ["base_agent", "main_table", "demo", "repair_timing",
+                                          "generalisation", "generalisation_tabletop",
+                                          "generalisation_replay", "sim2real", "efficiency",
                                           "sweep", "scaling", "lifelong"]
     assert sections[1].path == "results/fail2progress"
     assert all(s.command.startswith("python -m experiments.") for s in sections)
