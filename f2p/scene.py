@@ -224,3 +224,32 @@ def transition_skill(transition: Transition) -> Skill:
     """The Skill a Transition executed (one row or a batch; the arrays are shared)."""
     return Skill(skill=transition.skill, obj=transition.obj, support=transition.support,
                  params=transition.params)
+
+
+def validate_transitions(data: Transition, name: str = "data") -> tuple[int, int, int]:
+    """Checks a batched Transition of arrays; returns (rows N, objects K, points P).
+
+    Raises:
+      ValueError: naming the field whose type or shape is wrong.
+    """
+    if not isinstance(data, Transition):
+        raise ValueError(f"{name}: expected an f2p.scene.Transition, got {type(data).__name__}")
+    points = np.shape(data.points_t)
+    if len(points) != 4 or points[-1] != 3:
+        raise ValueError(f"{name}.points_t: shape {points}, expected [N, K, P, 3]")
+    rows, objects, _, _ = points
+    expected = {
+        "mask": (rows, objects), "kind": (rows, objects), "half_extents": (rows, objects, 3),
+        "skill": (rows,), "obj": (rows,), "support": (rows,), "params": (rows, 2),
+        "relations_t": (rows, objects, objects, NUM_RELATIONS),
+        "relations_t1": (rows, objects, objects, NUM_RELATIONS),
+        "pos_t": (rows, objects, 3), "pos_t1": (rows, objects, 3),
+        "yaw_t": (rows, objects), "yaw_t1": (rows, objects),
+    }
+    for field, shape in expected.items():
+        if np.shape(getattr(data, field)) != shape:
+            raise ValueError(f"{name}.{field}: shape {np.shape(getattr(data, field))}, "
+                             f"expected {shape}")
+    if rows == 0:
+        raise ValueError(f"{name}: no rows")
+    return rows, objects, points[2]

@@ -29,7 +29,7 @@ from f2p.models.losses import (
     true_next_points,
 )
 from f2p.models.model import SkillEffectModel
-from f2p.scene import NUM_RELATIONS, Transition, take_row
+from f2p.scene import Transition, take_row, validate_transitions
 
 __all__ = [
     "FitResult", "LossWeights", "OptimizerSpec", "TrainState", "batch_indices",
@@ -93,35 +93,6 @@ class FitResult(NamedTuple):
     state: TrainState
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float] | None
-
-
-def validate_transitions(data: Transition, name: str = "data") -> tuple[int, int, int]:
-    """Checks a batched Transition of arrays; returns (rows N, objects K, points P).
-
-    Raises:
-      ValueError: naming the field whose type or shape is wrong.
-    """
-    if not isinstance(data, Transition):
-        raise ValueError(f"{name}: expected an f2p.scene.Transition, got {type(data).__name__}")
-    points = np.shape(data.points_t)
-    if len(points) != 4 or points[-1] != 3:
-        raise ValueError(f"{name}.points_t: shape {points}, expected [N, K, P, 3]")
-    rows, objects, _, _ = points
-    expected = {
-        "mask": (rows, objects), "kind": (rows, objects), "half_extents": (rows, objects, 3),
-        "skill": (rows,), "obj": (rows,), "support": (rows,), "params": (rows, 2),
-        "relations_t": (rows, objects, objects, NUM_RELATIONS),
-        "relations_t1": (rows, objects, objects, NUM_RELATIONS),
-        "pos_t": (rows, objects, 3), "pos_t1": (rows, objects, 3),
-        "yaw_t": (rows, objects), "yaw_t1": (rows, objects),
-    }
-    for field, shape in expected.items():
-        if np.shape(getattr(data, field)) != shape:
-            raise ValueError(f"{name}.{field}: shape {np.shape(getattr(data, field))}, "
-                             f"expected {shape}")
-    if rows == 0:
-        raise ValueError(f"{name}: no rows")
-    return rows, objects, points[2]
 
 
 def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
