@@ -20,6 +20,12 @@ SECTIONS = (
     ("main_table", "Main table: recovery from detected OOD failures", "results/fail2progress",
      _RUN.format(module="fail2progress", config="fail2progress.py",
                  path="results/fail2progress")),
+    ("main_table_replay", "Main table, transport and packing, replay 0.5",
+     "results/fail2progress_replay",
+     _RUN.format(module="fail2progress", config="fail2progress.py",
+                 path="results/fail2progress_replay")
+     + " --config.tasks=transport,packing --config.finetune.replay_fraction=0.5"
+       " --config.methods=repair:svgd,repair:sampling --config.oracle=False"),
     ("demo", "The demo (`make demo`)", "workdirs/demo",
      _RUN.format(module="fail2progress", config="fail2progress.py:demo", path="workdirs/demo")),
     ("repair_timing", "Time from a detected failure to the recovered plan (idle machine)",
