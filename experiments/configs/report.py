@@ -11,56 +11,55 @@ VARIANTS = ("default", "tiny")
 
 _RUN = "python -m experiments.{module}_main --config=experiments/configs/{config} --workdir={path}"
 
-# (name, title, workdir, the command that writes the workdir's results.json), in report order.
-# The long runs write under results/ (committed, see results/.gitignore) so that they resume in a
-# fresh checkout; the demo, minutes long, stays in workdirs/ (scratch, not committed).
-SECTIONS = (
-    ("base_agent", "Base agent in the real world", "results/evaluate",
-     _RUN.format(module="evaluate", config="evaluate.py", path="results/evaluate")),
-    ("main_table", "Main table: recovery from detected OOD failures", "results/fail2progress",
-     _RUN.format(module="fail2progress", config="fail2progress.py",
-                 path="results/fail2progress")),
-    ("main_table_replay", "Main table, transport and packing, replay 0.5",
-     "results/fail2progress_replay",
-     _RUN.format(module="fail2progress", config="fail2progress.py",
-                 path="results/fail2progress_replay")
-     + " --config.tasks=transport,packing --config.finetune.replay_fraction=0.5"
-       " --config.methods=repair:svgd,repair:sampling --config.oracle=False"),
-    ("demo", "The demo (`make demo`)", "workdirs/demo",
-     _RUN.format(module="fail2progress", config="fail2progress.py:demo", path="workdirs/demo")),
-    ("repair_timing", "Time from a detected failure to the recovered plan (idle machine)",
-     "results/repair_timing",
-     _RUN.format(module="fail2progress", config="fail2progress.py:demo",
-                 path="results/repair_timing")
-     + " --config.tasks=tabletop,transport,packing --config.num_failures=3"
-       " --config.max_collection_episodes=20 --config.num_future=1 --config.num_retention=1"),
-    ("generalisation", "Generalisation to 5 and 7 objects", "results/generalisation",
-     _RUN.format(module="generalisation", config="generalisation.py",
-                 path="results/generalisation")),
-    ("generalisation_tabletop", "Generalisation to 5 and 7 objects: tabletop, clearing planner",
-     "results/generalisation_tabletop",
-     _RUN.format(module="generalisation", config="generalisation.py",
-                 path="results/generalisation_tabletop")
-     + " --config.tasks=tabletop --config.planner.clearance_weight=1000"
-       " --config.planner.clearing_skeletons=True --config.real_failures_only=True"),
-    ("generalisation_replay", "Generalisation to 5 and 7 objects: transport and packing, "
-     "replay 0.5", "results/generalisation_replay",
-     _RUN.format(module="generalisation", config="generalisation.py",
-                 path="results/generalisation_replay")
-     + " --config.tasks=transport,packing --config.finetune.replay_fraction=0.5"
-       " --config.methods=repair:svgd,repair:sampling"),
-    ("sim2real", "Sim2Real: perception noise and friction gap", "results/sim2real",
-     _RUN.format(module="sim2real", config="sim2real.py", path="results/sim2real")),
-    ("efficiency", "Efficiency: generation time vs object count", "results/efficiency",
-     _RUN.format(module="efficiency", config="efficiency.py", path="results/efficiency")),
-    ("sweep", "Ablations", "results/sweep",
-     _RUN.format(module="sweep", config="sweep.py", path="results/sweep")),
-    ("scaling", "Scaling: particles x devices", "results/scaling",
-     _RUN.format(module="scaling", config="scaling.py", path="results/scaling")),
-    ("lifelong", "Lifelong: every classified failure repaired in turn", "results/lifelong",
-     _RUN.format(module="lifelong", config="lifelong.py", path="results/lifelong")),
-)
 
+def _section(name: str, title: str, path: str, module: str, config: str = "", flags: str = ""):
+    """(name, title, workdir, the command that writes the workdir's results.json).
+
+    config defaults to module + ".py"; flags are appended to the command.
+    """
+    command = _RUN.format(module=module, config=config or f"{module}.py", path=path)
+    return name, title, path, command + (f" {flags}" if flags else "")
+
+
+# The sections in report order. The long runs write under results/ (committed, see
+# results/.gitignore) so that they resume in a fresh checkout; the demo, minutes long, stays in
+# workdirs/ (scratch, not committed).
+SECTIONS = (
+    _section("base_agent", "Base agent in the real world", "results/evaluate", "evaluate"),
+    _section("main_table", "Main table: recovery from detected OOD failures",
+             "results/fail2progress", "fail2progress"),
+    _section("main_table_replay", "Main table, transport and packing, replay 0.5",
+             "results/fail2progress_replay", "fail2progress",
+             flags="--config.tasks=transport,packing --config.finetune.replay_fraction=0.5"
+                   " --config.methods=repair:svgd,repair:sampling --config.oracle=False"),
+    _section("demo", "The demo (`make demo`)", "workdirs/demo", "fail2progress",
+             "fail2progress.py:demo"),
+    _section("repair_timing", "Time from a detected failure to the recovered plan (idle machine)",
+             "results/repair_timing", "fail2progress", "fail2progress.py:demo",
+             flags="--config.tasks=tabletop,transport,packing --config.num_failures=3"
+                   " --config.max_collection_episodes=20 --config.num_future=1"
+                   " --config.num_retention=1"),
+    _section("generalisation", "Generalisation to 5 and 7 objects", "results/generalisation",
+             "generalisation"),
+    _section("generalisation_tabletop",
+             "Generalisation to 5 and 7 objects: tabletop, clearing planner",
+             "results/generalisation_tabletop", "generalisation",
+             flags="--config.tasks=tabletop --config.planner.clearance_weight=1000"
+                   " --config.planner.clearing_skeletons=True --config.real_failures_only=True"),
+    _section("generalisation_replay",
+             "Generalisation to 5 and 7 objects: transport and packing, replay 0.5",
+             "results/generalisation_replay", "generalisation",
+             flags="--config.tasks=transport,packing --config.finetune.replay_fraction=0.5"
+                   " --config.methods=repair:svgd,repair:sampling"),
+    _section("sim2real", "Sim2Real: perception noise and friction gap", "results/sim2real",
+             "sim2real"),
+    _section("efficiency", "Efficiency: generation time vs object count", "results/efficiency",
+             "efficiency"),
+    _section("sweep", "Ablations", "results/sweep", "sweep"),
+    _section("scaling", "Scaling: particles x devices", "results/scaling", "scaling"),
+    _section("lifelong", "Lifelong: every classified failure repaired in turn",
+             "results/lifelong", "lifelong"),
+)
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
