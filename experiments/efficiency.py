@@ -26,7 +26,36 @@ from f2p.repair import failure_data
 from isaac_bridge import loop
 
 COLUMNS = ("task", "objects", "generator", "compile_s", "seconds", "vs_svgd", "attempts",
-           "accepted", "acceptance", "diversity")
+           "accepted", "acceptance", "fill", "fill_s", "fill_range", "fill_vs_svgd", "diversity")
+
+
+def fill_seconds(seconds: list[float], attempts: list[int], accepted: list[int],
+                 num_states: int) -> dict[str, Any]:
+    """Sampling's time to fill all num_states slots: measured, or projected from its rate.
+
+    When every run filled its slots the fill time is the measured median. Otherwise the runs
+    hit the draw bound, and the time to fill is projected as num_states / acceptance proposals
+    at the measured seconds per proposal (sum of seconds / sum of attempts over the runs), with
+    the range from the 95 % Wilson interval of the acceptance. With no accepted state only the
+    lower end is known: fill_s and fill_high are None.
+
+    Returns:
+      {"fill_s", "fill_low", "fill_high", "fill": "measured" | "projected"}.
+    """
+    if min(accepted) >= num_states:
+        median = float(np.median(seconds))
+        return {"fill_s": median, "fill_low": median, "fill_high": median, "fill": "measured"}
+    total_attempts, total_accepted = int(np.sum(attempts)), int(np.sum(accepted))
+    if total_attempts <= 0:
+        raise ValueError(f"attempts: sampling evaluated no proposal ({attempts})")
+    per_proposal = float(np.sum(seconds)) / total_attempts
+    low, high = reporting.wilson_interval(total_accepted, total_attempts)
+
+    def projected(acceptance: float) -> float | None:
+        return num_states / acceptance * per_proposal if acceptance > 0 else None
+
+    return {"fill_s": projected(total_accepted / total_attempts), "fill_low": projected(high),
+            "fill_high": projected(low), "fill": "projected"}
 
 
 def settings(config) -> tuple[ObjectiveConfig, generation.GenerationConfig]:
@@ -65,7 +94,10 @@ def time_generator(name: str, model, params, data, objective, config, repeats: i
         # is the acceptance rate up to the last draw's surplus.
         row.update(attempts=float(np.median(attempts)), accepted=float(np.median(accepted)),
                    acceptance=float(np.sum(accepted) / max(np.sum(attempts), 1)),
-                   filled=bool(min(accepted) == config.num_states))
+                   filled=bool(min(accepted) == config.num_states),
+                   **fill_seconds(seconds, attempts, accepted, config.num_states))
+    else:  # every state is generated: the fill time is the generation time
+        row.update(fill_s=row["seconds"], fill="measured")
     return row
 
 
@@ -122,14 +154,31 @@ def run(config, workdir: str) -> dict[str, Any]:
     return write(workdir, config, rows)
 
 
+def _fill_range(row: dict[str, Any]) -> str | None:
+    """"low-high" seconds of a projected fill time ("> low" when nothing was accepted)."""
+    if row.get("fill") != "projected":
+        return None
+    if row["fill_high"] is None:
+        return f"> {row['fill_low']:.0f}"
+    return f"{row['fill_low']:.0f}-{row['fill_high']:.0f}"
+
+
 def _with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds vs_svgd (seconds / svgd's), fill_vs_svgd (fill time / svgd's) and fill_range."""
     svgd_seconds = {(r["task"], r["objects"]): r["seconds"] for r in rows
                     if r["generator"] == "svgd" and "seconds" in r}
+
+    def ratio(value, reference):
+        return value / reference if reference and value is not None else None
+
     out = []
     for row in rows:
         reference = svgd_seconds.get((row["task"], row["objects"]))
-        ratio = row["seconds"] / reference if reference and "seconds" in row else None
-        out.append({**row, "vs_svgd": ratio})
+        fill = row.get("fill_s")
+        if row.get("fill") == "projected" and fill is None:  # lower bound only
+            fill = row["fill_low"]
+        out.append({**row, "vs_svgd": ratio(row.get("seconds"), reference),
+                    "fill_vs_svgd": ratio(fill, reference), "fill_range": _fill_range(row)})
     return out
 
 
@@ -140,7 +189,8 @@ def write(workdir: str, config, rows: list[dict[str, Any]]) -> dict[str, Any]:
     results = {"config": config.to_dict(), "environment": reporting.environment(),
                "rows": rows, "figures": ["times.png"]}
     formats = {"compile_s": ".1f", "seconds": ".3f", "vs_svgd": ".2f", "attempts": ".0f",
-               "accepted": ".0f", "acceptance": ".4f", "diversity": ".4f"}
+               "accepted": ".0f", "acceptance": ".4f", "fill_s": ".1f", "fill_vs_svgd": ".2f",
+               "diversity": ".4f"}
     lines = ["# Efficiency: generation time vs object count", "",
              f"Label budget N x M = {gen_config.num_states} x {gen_config.num_actions} per "
              f"generator; seconds = median of {config.repeats} runs after the compile "
@@ -148,7 +198,11 @@ def write(workdir: str, config, rows: list[dict[str, Any]]) -> dict[str, Any]:
              f"svgd's on the same failure. Sampling draws {gen_config.sampling_batch} proposals "
              f"at a time until N states pass its test or {gen_config.sampling_max_draws} draws; "
              "attempts = proposals evaluated, accepted = states filled (median), acceptance = "
-             "filled / attempts over the runs.", "",
+             "filled / attempts over the runs. fill_s = seconds to fill all N states: measured "
+             "where every run filled them (svgd and gradient always do), else projected as "
+             "N / acceptance proposals at the measured seconds per proposal, fill_range from "
+             "the acceptance's 95 % Wilson interval; with no accepted state only a lower bound "
+             "is known (fill_range '> x', and fill_vs_svgd is that bound's ratio).", "",
              reporting.markdown_table(rows, COLUMNS, formats),
              "![times](times.png)", ""]
     environment = results["environment"]
@@ -174,6 +228,12 @@ def _figure(path: str, rows: list[dict[str, Any]]) -> None:
                            and r["generator"] == generator and "seconds" in r)
             if cells:
                 axis.plot(*zip(*cells, strict=True), marker="o", label=generator)
+            fills = sorted((r["objects"], r["fill_s"] or r["fill_low"]) for r in rows
+                           if r["task"] == name and r["generator"] == generator
+                           and r.get("fill") == "projected")
+            if fills:  # the bounded runs' projected time to fill the budget
+                axis.plot(*zip(*fills, strict=True), marker="^", linestyle="none",
+                          label=f"{generator}: to fill N (projected)")
         axis.set_yscale("log")
         axis.set_title(name)
         axis.set_xlabel("objects")

@@ -32,8 +32,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.max_rounds = 1
     loop_sections(config)
     # Sampling draws until its N states are accepted or sampling_max_draws draws of
-    # sampling_batch proposals were tried: a large bound, so its time is the time to fill the
-    # budget (the main table bounds it at 64 draws and fills the rest with rejected proposals).
+    # sampling_batch proposals were tried: a large bound, so that its time is mostly the time to
+    # fill the budget (the main table bounds it at 64 draws and fills the rest with rejected
+    # proposals); where the bound is hit, the time to fill is projected from the acceptance.
     config.generation.sampling_max_draws = 1024
     if variant == "tiny":
         config.checkpoint = ""
