@@ -221,22 +221,36 @@ def _figure(path: str, rows: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     names = sorted({row["task"] for row in rows})
-    figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.4), squeeze=False)
+    generators = sorted({row["generator"] for row in rows})
+    colours = {generator: f"C{index}" for index, generator in enumerate(generators)}
     for axis, name in zip(axes[0], names, strict=True):
-        for generator in sorted({row["generator"] for row in rows}):
-            cells = sorted((r["objects"], r["seconds"]) for r in rows if r["task"] == name
-                           and r["generator"] == generator and "seconds" in r)
+        for generator in generators:
+            colour = colours[generator]
+            mine = [r for r in rows if r["task"] == name and r["generator"] == generator]
+            cells = sorted((r["objects"], r["seconds"]) for r in mine if "seconds" in r)
             if cells:
-                axis.plot(*zip(*cells, strict=True), marker="o", label=generator)
-            fills = sorted((r["objects"], r["fill_s"] or r["fill_low"]) for r in rows
-                           if r["task"] == name and r["generator"] == generator
-                           and r.get("fill") == "projected")
-            if fills:  # the bounded runs' projected time to fill the budget
-                axis.plot(*zip(*fills, strict=True), marker="^", linestyle="none",
-                          label=f"{generator}: to fill N (projected)")
+                bounded = " (bounded draws)" if generator == "sampling" else ""
+                axis.plot(*zip(*cells, strict=True), marker="o", color=colour,
+                          label=generator + bounded)
+            # Where the draw bound was hit: the projected time to fill N states, its Wilson
+            # range as the error bar; nothing accepted leaves only a lower bound (an up arrow).
+            ranged = [r for r in mine if r.get("fill") == "projected" and r["fill_s"]]
+            if ranged:
+                axis.errorbar([r["objects"] for r in ranged], [r["fill_s"] for r in ranged],
+                              yerr=[[r["fill_s"] - r["fill_low"] for r in ranged],
+                                    [r["fill_high"] - r["fill_s"] for r in ranged]],
+                              fmt="s", capsize=3, color=colour,
+                              label=f"{generator}: to fill N (projected)")
+            floors = [r for r in mine if r.get("fill") == "projected" and not r["fill_s"]]
+            if floors:
+                axis.plot([r["objects"] for r in floors], [r["fill_low"] for r in floors],
+                          marker="^", markersize=9, linestyle="none", color=colour,
+                          label=f"{generator}: to fill N (lower bound)")
         axis.set_yscale("log")
         axis.set_title(name)
         axis.set_xlabel("objects")
         axis.set_ylabel("generation seconds (log)")
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
     reporting.save_figure(path, figure)
