@@ -28,10 +28,11 @@ SECTIONS = (
     _section("base_agent", "Base agent in the real world", "results/evaluate", "evaluate"),
     _section("main_table", "Main table: recovery from detected OOD failures",
              "results/fail2progress", "fail2progress"),
-    _section("main_table_replay", "Main table, transport and packing, replay 0.5",
+    _section("main_table_replay", "Main table with replay 0.5 of the base data",
              "results/fail2progress_replay", "fail2progress",
-             flags="--config.tasks=transport,packing --config.finetune.replay_fraction=0.5"
-                   " --config.methods=repair:svgd,repair:sampling --config.oracle=False"),
+             flags="--config.tasks=tabletop,transport,packing"
+                   " --config.finetune.replay_fraction=0.5 --config.methods=repair:svgd,"
+                   "repair:sampling,repair:gradient,repair:svgd_no_entropy --config.oracle=False"),
     _section("demo", "The demo (`make demo`)", "workdirs/demo", "fail2progress",
              "fail2progress.py:demo"),
     _section("repair_timing", "Time from a detected failure to the recovered plan (idle machine)",
