@@ -3,8 +3,9 @@
 run(config, workdir) collects the first detected OOD failure per task and object count (the
 repair loop's collection, isaac_bridge.loop) and times every generator on it at the same label
 budget N x M: compile time apart, then the median of `repeats` runs with fresh keys. Sampling
-runs until its N states pass the rejection test (or its draw bound), so its cost is the time to
-fill the budget; its attempts and acceptance rate are recorded. Every (task, count, generator)
+runs until its N states pass the rejection test or its draw bound; its attempts and acceptance
+rate are recorded, and where the bound cut it short its time to fill the budget is projected from
+the acceptance (fill_seconds). Every (task, count, generator)
 cell is its own JSON file under rows/, so a stopped run resumes.
 """
 
