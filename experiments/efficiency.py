@@ -5,8 +5,8 @@ repair loop's collection, isaac_bridge.loop) and times every generator on it at 
 budget N x M: compile time apart, then the median of `repeats` runs with fresh keys. Sampling
 runs until its N states pass the rejection test or its draw bound; its attempts and acceptance
 rate are recorded, and where the bound cut it short its time to fill the budget is projected from
-the acceptance (fill_seconds). Every (task, count, generator)
-cell is its own JSON file under rows/, so a stopped run resumes.
+the acceptance (fill_seconds). Every (task, count, generator) cell is its own JSON file under
+rows/, so a stopped run resumes.
 """
 
 from __future__ import annotations
