@@ -62,6 +62,7 @@ SECTIONS = (
              "results/lifelong", "lifelong"),
 )
 
+
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"config variant: unknown {variant!r}; allowed: {', '.join(VARIANTS)}")
