@@ -23,7 +23,7 @@ from f2p import episode, fail2progress, generation, oracle, tasks, train
 from f2p.agent import detect_failure, model_agent, perceive
 from f2p.io import dataset, failures, reporting
 from f2p.io.config import as_named_tuple, parse_list
-from f2p.io.pretrained import export_params
+from f2p.io.pretrained import export_params, with_relation_features
 from f2p.objectives import ObjectiveConfig, check_objective_config
 from f2p.recovery import Recovery, original_policy, replan_policy, stop_policy
 from f2p.repair import POLICY_PREFIX, RepairConfig, Repairer, repair_policy
@@ -77,10 +77,21 @@ class Setup(NamedTuple):
 def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -> Setup:
     """Loads the model, starts the simulator, and makes (or reads) each task's replay data.
 
+    config.relation_features extends the model with zero-initialised relation inputs of its
+    dynamics (f2p.io.pretrained.with_relation_features: the base agent plans as before, up
+    to float rounding; repairs train them); config.finetune.learning_rate, where given,
+    replaces the checkpoint's fine-tune learning rate.
+
     With repairers=False no replay data is made and Setup.repairers is empty (studies that
     only collect failures or time the generators).
     """
     model, params, num_points, saved = load_model(config)
+    saved = ml_collections.ConfigDict(saved.to_dict())
+    if bool(config.get("relation_features", False)):
+        model, params = with_relation_features(model, params, num_points)
+        saved.model.relation_features = True
+    if "learning_rate" in config.finetune:
+        saved.finetune.learning_rate = float(config.finetune.learning_rate)
     simulator = MujocoSimulator(num_workers=int(config.num_workers))
     state = train.create_train_state(saved, K_MAX, num_points).replace(params=params)
     render = RenderSettings(num_points=num_points)

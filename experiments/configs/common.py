@@ -86,6 +86,10 @@ def loop_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     # still planned the failing skeleton on every fresh OOD scene (future OOD 0/10), with 0 it
     # succeeded on 4/10 with in-distribution success kept at 10/10.
     finetune.replay_fraction = 0.0
+    finetune.learning_rate = 3e-4  # the base checkpoint's fine-tune learning rate
+    # Give the dynamics each object's relations to the moved object and the support
+    # (f2p.models.model.SkillEffectNet.action_relations), zero-initialised on the base model.
+    config.relation_features = False
 
     # Base training data replayed while fine-tuning: made once per task by the data generator
     # (isaac_bridge.datagen) from a fixed seed and cached under workdir/replay/.

@@ -24,6 +24,8 @@ CONFIG_FILE = "config.json"
 BASE_PATH = os.path.join("checkpoints", "base")
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SEPARATOR = "/"
+ADDED_MODEL_KEYS = {"relation_features": False}
+"""Model config keys added after checkpoints were exported, with the value those had."""
 
 
 def export_params(directory: str, params: Any, config: ml_collections.ConfigDict,
@@ -126,6 +128,9 @@ def _checked_model_config(config: ml_collections.ConfigDict, path: str
     """The saved `model` section, once its keys match those the current model code reads."""
     if "model" not in config:
         raise ValueError(f"checkpoint {path!r}: its config has no `model` section")
+    for key, value in ADDED_MODEL_KEYS.items():
+        if key not in config.model:
+            config.model[key] = value
     saved = set(config.model.keys())
     current = set(model_config("default").model.keys())
     if saved != current:
@@ -136,3 +141,26 @@ def _checked_model_config(config: ml_collections.ConfigDict, path: str
         {key: tuple(value) if isinstance(value, list) else value
          for key, value in config.model.items()})
     return ml_collections.FrozenConfigDict(config.model)
+
+
+def with_relation_features(model: SkillEffectModel, params: Any, num_points: int
+                           ) -> tuple[SkillEffectModel, Any]:
+    """The model with `relation_features` on, and params extended by zero-initialised weights.
+
+    The extended model computes what `model` computes with `params` (up to float rounding:
+    it compiles to another program) until it is trained further, since the new projections
+    start at zero; fine-tuning then learns them.
+
+    Raises:
+      ValueError: params do not fit `model`.
+    """
+    settings = ml_collections.ConfigDict(model.config.to_dict())
+    settings.relation_features = True
+    extended = SkillEffectModel(ml_collections.FrozenConfigDict(settings))
+    fresh = traverse_util.flatten_dict(extended.init(jax.random.PRNGKey(0), K_MAX, num_points),
+                                       sep=_SEPARATOR)
+    given = traverse_util.flatten_dict(params, sep=_SEPARATOR)
+    unknown = sorted(set(given) - set(fresh))
+    if unknown or any(fresh[key].shape != given[key].shape for key in given):
+        raise ValueError(f"params do not fit the model (unknown {unknown[:3]} or shapes differ)")
+    return extended, traverse_util.unflatten_dict({**fresh, **given}, sep=_SEPARATOR)

@@ -39,6 +39,10 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     model.num_kinds = 3
     model.num_skills = 2
     model.num_relations = 9
+    # Feed each object's relations to the moved object and the support into the dynamics
+    # (SkillEffectNet.action_relations). Off for the committed base model; turning it on for a
+    # trained model adds zero-initialised weights (f2p.io.pretrained.with_relation_features).
+    model.relation_features = False
 
     loss = config.loss = ml_collections.ConfigDict()
     loss.relation_t = 1.0  # BCE of relations at t decoded from the encoded points_t

@@ -59,7 +59,7 @@ class SkillDynamics(nn.Module):
     has_support: bool
 
     @nn.compact
-    def __call__(self, latents, mask, obj, support, params):
+    def __call__(self, latents, mask, obj, support, params, pair_features=None):
         """Predicts the latent change [B, K, D] and displacement [B, K, dims] (model units).
 
         Args:
@@ -68,6 +68,10 @@ class SkillDynamics(nn.Module):
           obj: [B] int slot of the moved object.
           support: [B] int slot of the support (ignored when has_support is False).
           params: [B, 2] (dx, dy) in metres.
+          pair_features: optional [B, K, F] per-object features of its relations to the moved
+            object and the support (SkillEffectNet.action_relations), added to the object
+            tokens through a zero-initialised projection, so that enabling them leaves a
+            trained model's outputs unchanged until it is trained further.
         """
         num_objects = latents.shape[1]
         slots = jnp.arange(num_objects)
@@ -75,6 +79,12 @@ class SkillDynamics(nn.Module):
         is_support = (slots[None, :] == support[:, None]) & self.has_support
         roles = jnp.where(is_moved, ROLE_MOVED, jnp.where(is_support, ROLE_SUPPORT, ROLE_OTHER))
         object_tokens = nn.Dense(self.width)(latents) + nn.Embed(3, self.width)(roles)
+        if pair_features is not None:
+            # Named explicitly: an auto-named Dense would renumber the layers after it and no
+            # longer match a checkpoint trained without it.
+            object_tokens = object_tokens + nn.Dense(
+                self.width, kernel_init=nn.initializers.zeros,
+                name="pair_features")(pair_features)
 
         param_embedding = nn.Dense(self.width)(
             nn.gelu(nn.Dense(self.width)(params / self.coord_scale)))  # [B, W]

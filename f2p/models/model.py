@@ -98,9 +98,11 @@ class SkillEffectNet(nn.Module):
         Both skills' transformers run and each example keeps its own skill's result: with two
         skills this costs less than a gather over per-skill parameters and stays jit-friendly.
         """
+        features = (self.action_relations(latents, mask, obj, support)
+                    if self.config.relation_features else None)
         changes, displacements = [], []
         for dynamics in self.dynamics:
-            change, displacement = dynamics(latents, mask, obj, support, params)
+            change, displacement = dynamics(latents, mask, obj, support, params, features)
             changes.append(change)
             displacements.append(displacement)
         is_push = (skill == PUSH)[:, None, None]
@@ -110,6 +112,25 @@ class SkillEffectNet(nn.Module):
         movable = mask & (kind != FIXTURE)  # fixtures are static by definition
         displacement = jnp.where(movable[..., None], displacement * self.config.coord_scale, 0.0)
         return next_latents, displacement
+
+    def action_relations(self, latents, mask, obj, support):
+        """[B, K, 4R] relations of each object to and from the moved object and the support.
+
+        They are the relation head's probabilities, with no gradient flowing back through them
+        into the head or the encoder. They tell the dynamics directly what lies inside or on
+        the moved object, which its attention over absolute positions learns only from many
+        configurations. A push (support -1) gets zeros in the support's columns; padded slots
+        get zeros throughout.
+        """
+        probabilities = jax.nn.sigmoid(jax.lax.stop_gradient(self.relation_head(latents, mask)))
+        batch = jnp.arange(latents.shape[0])
+        has_support = (support >= 0)[:, None, None]
+        safe_support = jnp.clip(support, 0, latents.shape[1] - 1)
+        columns = []
+        for slot, valid in ((obj, True), (safe_support, has_support)):
+            columns.append(jnp.where(valid, probabilities[batch, :, slot], 0.0))  # i r slot
+            columns.append(jnp.where(valid, probabilities[batch, slot, :], 0.0))  # slot r i
+        return jnp.where(mask[..., None], jnp.concatenate(columns, axis=-1), 0.0)
 
     def decode_relations(self, latents, mask):
         """Latents [B, K, D] -> relation logits [B, K, K, R] (excluded pairs at MASKED_LOGIT)."""

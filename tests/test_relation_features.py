@@ -1,0 +1,96 @@
+"""Tests of the dynamics' relation inputs and of extending a trained model with them."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from flax import traverse_util
+from test_model import K, P, perturb, random_scene
+
+from f2p import train
+from f2p.io import pretrained
+from f2p.models import SkillEffectModel, get_config
+from f2p.scene import PICK_PLACE, PUSH, REL, Skill, Transition
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model with randomised weights, a batch of two scenes and their skills."""
+    model = SkillEffectModel(get_config("tiny").model)
+    params = perturb(model.init(jax.random.PRNGKey(0), K, P), 1)
+    rng = np.random.default_rng(0)
+    points, mask, kind, half = (np.stack(x) for x in zip(*[random_scene(rng, n)
+                                                           for n in (4, 5)], strict=True))
+    skill = Skill(np.array([PICK_PLACE, PUSH]), np.array([1, 2]), np.array([3, -1]),
+                  np.array([[0.05, -0.02], [0.1, 0.03]], np.float32))
+    return model, params, (points, mask, kind, half), skill
+
+
+def test_extension_adds_zero_weights_and_keeps_every_output(trained):
+    model, params, (points, mask, kind, half), skill = trained
+    extended, extended_params = pretrained.with_relation_features(model, params, P)
+    assert extended.config.relation_features and not model.config.relation_features
+    old = traverse_util.flatten_dict(params, sep="/")
+    new = traverse_util.flatten_dict(extended_params, sep="/")
+    added = sorted(set(new) - set(old))
+    assert added == [f"params/dynamics_{skill}/pair_features/{leaf}"
+                     for skill in ("pick_place", "push") for leaf in ("bias", "kernel")]
+    assert all(not np.any(np.asarray(new[key])) for key in added)
+    before = model.apply(params, points, mask, kind, skill, half)
+    after = extended.apply(extended_params, points, mask, kind, skill, half)
+    for field in before._fields:
+        # Equal up to float rounding: the extended model compiles to a different program.
+        np.testing.assert_allclose(getattr(before, field), getattr(after, field), atol=1e-5)
+    with pytest.raises(ValueError, match="params do not fit"):
+        pretrained.with_relation_features(model, {"params": {"unknown": np.zeros(2)}}, P)
+
+
+def test_action_relations_read_the_moved_object_and_support(trained):
+    model, params, (points, mask, kind, half), skill = trained
+    extended, extended_params = pretrained.with_relation_features(model, params, P)
+    net = extended.net
+    latents = net.apply(extended_params, points, mask, kind, half, method=net.encode)
+    logits = np.asarray(net.apply(extended_params, latents, mask, method=net.decode_relations))
+    features = np.asarray(net.apply(extended_params, latents, mask, skill.obj, skill.support,
+                                    method=net.action_relations))
+    relations = logits.shape[-1]
+    assert features.shape == (2, K, 4 * relations)
+    probability = 1 / (1 + np.exp(-logits))
+    # Row 0 picks slot 1 onto slot 3: "i r 1", "1 r i", "i r 3", "3 r i" for every slot i.
+    for block, expected in enumerate((probability[0, :, 1], probability[0, 1, :],
+                                      probability[0, :, 3], probability[0, 3, :])):
+        got = features[0, :, block * relations:(block + 1) * relations]
+        np.testing.assert_allclose(got[mask[0]], expected[mask[0]], atol=1e-6)
+    assert not np.any(features[1, :, 2 * relations:])  # a push has no support
+    assert not np.any(features[~mask])  # padded slots read nothing
+    assert 0 < REL["inside"] < relations
+
+
+def test_finetuning_learns_the_added_weights(trained):
+    model, params, (points, mask, kind, half), skill = trained
+    config = ml_collections.ConfigDict(get_config("tiny").to_dict())
+    config.model.relation_features = True
+    _, extended_params = pretrained.with_relation_features(model, params, P)
+    state = train.create_train_state(config, K, P).replace(params=extended_params)
+    rng = np.random.default_rng(3)
+    relations = rng.random((2, K, K, 9)) < 0.3
+    pos = rng.uniform(0, 0.5, (2, K, 3)).astype(np.float32)
+    data = Transition(points_t=points, mask=mask, kind=kind, half_extents=half,
+                      skill=skill.skill, obj=skill.obj, support=skill.support,
+                      params=skill.params, relations_t=relations, relations_t1=relations,
+                      pos_t=pos, pos_t1=pos + 0.05, yaw_t=np.zeros((2, K), np.float32),
+                      yaw_t1=np.zeros((2, K), np.float32))
+    tuned = train.finetune(state, data, steps=3)
+    kernel = tuned.params["params"]["dynamics_pick_place"]["pair_features"]["kernel"]
+    assert np.any(np.asarray(kernel) != 0)
+
+
+def test_checkpoints_without_the_key_load_with_it_off(tmp_path):
+    config = get_config("tiny")
+    del config.model["relation_features"]
+    model = SkillEffectModel(get_config("tiny").model)
+    params = model.init(jax.random.PRNGKey(0), K, P)
+    pretrained.export_params(str(tmp_path), params, config)
+    loaded, _, saved = pretrained.load_base_model(str(tmp_path))
+    assert loaded.config.relation_features is False
+    assert saved.model.relation_features is False
