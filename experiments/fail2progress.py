@@ -4,7 +4,8 @@ run(config, workdir) plays OOD episodes (failure_seed) until each task has num_f
 failures of the repaired classes, then runs every (failure, method) unit: recovery (the failed
 episode continues), retry (the same scene afresh with the repaired model), future OOD and
 retention (fresh episodes of eval_seed, whole plans). Every unit is its own JSON file, so a
-stopped run resumes; results.md/json and figures come from experiments.fail2progress_report.
+stopped run resumes (with config.only_existing, the units on disk are tabulated and no new one
+is played); results.md/json and figures come from experiments.fail2progress_report.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ def run(config, workdir: str) -> dict[str, Any]:
     # Methods in the outer loop: a stopped run has every task's svgd units before the rest.
     work = [(name, entry, method) for method in methods for name in names
             for entry in collected[name] if entry["kept"]]
-    units, done = [], 0
+    units, done, missing = [], 0, 0
     for index, (name, entry, method) in enumerate(work):
         path = os.path.join(workdir, "units", unit_name(entry["name"], method) + ".json")
         fresh = not os.path.exists(path)
+        if fresh and config.only_existing:
+            missing += 1
+            continue
         units.append(read_or_make(path, lambda entry=entry, method=method, name=name:
                                    run_unit(entry, method, setup, config, workdir, base[name])))
         if fresh:
@@ -62,6 +66,8 @@ def run(config, workdir: str) -> dict[str, Any]:
             logging.info("[%d/%d] %s %s: recovery %s | %.4f units/s, ETA %.0f s", index + 1,
                          len(work), entry["name"], method, units[-1]["recovery"], rate,
                          (len(work) - index - 1) / rate)
+    partial = (f"{len(units)} of {len(work)} units on disk (only_existing)" if missing
+               else None)
     results = report.write(workdir, config, collected, base, units,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, partial)
     return results

@@ -50,6 +50,11 @@ def markdown(results: dict[str, Any]) -> str:
              f"{results['environment']['cpu_count']} CPU cores "
              f"({', '.join(results['environment']['devices'])}); {results['seconds']:.0f} s "
              "(this invocation).", "",
+             f"Fine-tune: {config['finetune']['steps']} steps, learning rate "
+             f"{config['finetune'].get('learning_rate', 3e-4):g}, replay fraction "
+             f"{config['finetune']['replay_fraction']:g}; relation inputs of the dynamics "
+             f"{'on' if config.get('relation_features') else 'off'}.", "",
+             *([f"**Partial:** {results['partial']}.", ""] if results.get("partial") else []),
              "| task | method | failures | recovery | retry | future OOD | retention |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in results["rows"]:
@@ -241,8 +246,12 @@ def draw_generation(path: str, workdir: str, task: str, failure_name: str,
     return True
 
 
-def write(workdir: str, config, collected, base, units, seconds: float) -> dict[str, Any]:
-    """Writes results.json, results.md, rates.png and one generation figure per task."""
+def write(workdir: str, config, collected, base, units, seconds: float,
+          partial: str | None = None) -> dict[str, Any]:
+    """Writes results.json, results.md, rates.png and one generation figure per task.
+
+    `partial`, when given, says which units are missing; it heads results.md.
+    """
     rows = summarise(units)
     figures = []
     if rows:
@@ -258,7 +267,7 @@ def write(workdir: str, config, collected, base, units, seconds: float) -> dict[
     results = {"config": config.to_dict(), "environment": reporting.environment(),
                "seconds": seconds, "rows": rows, "confusion": confusion(collected),
                "base": base_rows(base), "collected": collected, "units": units,
-               "figures": figures}
+               "figures": figures, **({"partial": partial} if partial else {})}
     reporting.write_json(os.path.join(workdir, "results.json"), results)
     reporting.write_text(os.path.join(workdir, "results.md"), markdown(results))
     return results

@@ -41,6 +41,13 @@ def test_tiny_fail2progress_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     again = fail2progress.run(config, str(tmp_path))
     assert json.dumps(again["rows"]) == json.dumps(results["rows"])  # NaN-safe comparison
     assert stamps == {p: os.path.getmtime(tmp_path / "units" / p) for p in stamps}
+    # only_existing tabulates what is on disk and plays nothing new (replan is missing).
+    config.unlock()
+    config.update(only_existing=True, methods="original,replan,repair:svgd")
+    partial = fail2progress.run(config, str(tmp_path))
+    assert partial["partial"] == "2 of 3 units on disk (only_existing)"
+    assert sorted(os.listdir(tmp_path / "units")) == sorted(stamps)
+    assert "**Partial:** 2 of 3 units" in (tmp_path / "results.md").read_text()
 
 
 def test_bad_configuration_is_refused(tmp_path, tiny_checkpoint):

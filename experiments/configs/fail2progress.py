@@ -37,6 +37,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.repair_classes = "wrong_prediction"  # failure classes kept and repaired
     config.save_models = "svgd"  # generators whose repaired models are exported ("" for none)
     config.figure_generators = "svgd,gradient,sampling"  # drawn side by side per task
+    # Tabulate the units already on disk without playing new ones (a partial table says so).
+    config.only_existing = False
     loop_sections(config)
 
     if variant == "demo":
