@@ -33,6 +33,16 @@ SECTIONS = (
              flags="--config.tasks=tabletop,transport,packing"
                    " --config.finetune.replay_fraction=0.5 --config.methods=repair:svgd,"
                    "repair:sampling,repair:gradient,repair:svgd_no_entropy --config.oracle=False"),
+    _section("main_table_relation",
+             "Main table with replay 0.5 and relation inputs of the dynamics",
+             "results/fail2progress_relation", "fail2progress",
+             flags="--config.tasks=tabletop,transport,packing"
+                   " --config.finetune.replay_fraction=0.5 --config.relation_features=True"
+                   " --config.finetune.learning_rate=0.001 --config.methods=repair:svgd,"
+                   "repair:sampling,repair:gradient,repair:svgd_no_entropy --config.oracle=False"
+                   " --config.only_existing=True"),
+    _section("repair_probe", "What the tabletop repair teaches (development seeds)",
+             "results/repair_probe", "repair_probe"),
     _section("demo", "The demo (`make demo`)", "workdirs/demo", "fail2progress",
              "fail2progress.py:demo"),
     _section("repair_timing", "Time from a detected failure to the recovered plan (idle machine)",
