@@ -25,12 +25,11 @@ from absl import logging
 from f2p import generation, tasks, train
 from f2p.io import dataset, failures, reporting
 from f2p.io.config import parse_list
-from f2p.io.pretrained import with_relation_features
 from f2p.models.losses import batch_skill
-from f2p.repair import repair
-from f2p.scene import K_MAX, REL, Transition, take_row
+from f2p.repair import labelled_pairs
+from f2p.scene import REL, Transition, take_row
 from isaac_bridge import datagen
-from isaac_bridge.loop import collect, make_setup, read_or_make
+from isaac_bridge.loop import collect, finetune_state, make_setup, read_or_make
 
 COLUMNS = ("task", "failure", "arm", "repair_displacement", "carried_relation_t1",
            "carried_displacement", "carried_inside_f1", "contents_ratio_median",
@@ -122,13 +121,8 @@ def measure(state, labels: Transition | None, probe: dict, replay: Transition
 
 def arm_state(setup, arm: Arm):
     """The base model's TrainState for one arm (extended when the arm adds relation inputs)."""
-    saved = ml_collections.ConfigDict(setup.checkpoint_config.to_dict())
-    model, params = setup.model, setup.params
-    if arm.relation_features:
-        model, params = with_relation_features(model, params, setup.num_points)
-        saved.model.relation_features = True
-    saved.finetune.learning_rate = arm.learning_rate
-    return train.create_train_state(saved, K_MAX, setup.num_points).replace(params=params)
+    return finetune_state(setup.model, setup.params, setup.checkpoint_config, setup.num_points,
+                          arm.relation_features, arm.learning_rate)[-1]
 
 
 def _finetuned(setup, arm: Arm, labels: Transition, probe: dict, replay: Transition
@@ -155,8 +149,8 @@ def _task_rows(name: str, arms: list[Arm], setup, config, workdir: str) -> list[
             # The same labelled pairs for every arm: one fixed key per failure.
             failure = failures.load_failure(os.path.join(workdir, "failures",
                                                          entry["failure_file"]))
-            labels = repair(repairer, config.generator, failure, setup.params,
-                            jax.random.PRNGKey(index)).transitions
+            labels = labelled_pairs(repairer, config.generator, failure, setup.params,
+                                    jax.random.PRNGKey(index))[0]
         for arm, path in paths.items():
             rows.append({"task": name, "failure": entry["name"], "arm": arm.name,
                          **read_or_make(path, functools.partial(

@@ -178,12 +178,17 @@ def _posed(data: FailureScene, particle, objective: ObjectiveConfig) -> Scene:
     return Scene(*(np.asarray(field) for field in scene))
 
 
-def repair(repairer: Repairer, generator: str, failure: Failure, params, key: jax.Array
-           ) -> RepairResult:
-    """Generates N x M (state, action) pairs, labels them and fine-tunes `params` on them.
+def labelled_pairs(repairer: Repairer, generator: str, failure: Failure, params,
+                   key: jax.Array) -> tuple[Transition, dict[str, Any], dict[str, np.ndarray]]:
+    """Generates N x M (state, action) pairs and labels them: the data a repair fine-tunes on.
+
+    Returns:
+      (transitions of the usable pairs, JSON-ready info: timings, counts, reproduction,
+      arrays for figures), as RepairResult holds them.
 
     Raises:
       ValueError: an unknown generator, a bad config field, or a failure a repair cannot use.
+      RuntimeError: the simulator kept none of the pairs.
     """
     generation.check_generator(generator)
     generation.check_generation_config(repairer.config.generation)
@@ -214,6 +219,18 @@ def repair(repairer: Repairer, generator: str, failure: Failure, params, key: ja
     if counts["kept"] == 0:
         raise RuntimeError(f"repair: the simulator kept none of the {budget} generated pairs "
                            f"(statuses {counts['status']}); nothing to fine-tune on")
+    return transitions, info, arrays
+
+
+def repair(repairer: Repairer, generator: str, failure: Failure, params, key: jax.Array
+           ) -> RepairResult:
+    """Generates N x M (state, action) pairs, labels them and fine-tunes `params` on them.
+
+    Raises:
+      ValueError: an unknown generator, a bad config field, or a failure a repair cannot use.
+    """
+    transitions, info, arrays = labelled_pairs(repairer, generator, failure, params, key)
+    config = repairer.config
     started, compiled = time.perf_counter(), [0.0]
     state = train.finetune(repairer.train_state.replace(params=params), transitions,
                            repairer.replay, config.replay_fraction, config.finetune_steps,

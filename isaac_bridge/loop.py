@@ -74,26 +74,38 @@ class Setup(NamedTuple):
     checkpoint_config: Any
 
 
+def finetune_state(model, params, saved, num_points: int, relation_features: bool,
+                   learning_rate: float | None):
+    """(model, params, config, TrainState) of a loaded model for repairs.
+
+    relation_features extends the model with zero-initialised relation inputs of its dynamics
+    (f2p.io.pretrained.with_relation_features); learning_rate, unless None, replaces the
+    checkpoint config's fine-tune learning rate. `saved` itself is left unchanged.
+    """
+    saved = ml_collections.ConfigDict(saved.to_dict())
+    if relation_features:
+        model, params = with_relation_features(model, params, num_points)
+        saved.model.relation_features = True
+    if learning_rate is not None:
+        saved.finetune.learning_rate = float(learning_rate)
+    state = train.create_train_state(saved, K_MAX, num_points).replace(params=params)
+    return model, params, saved, state
+
+
 def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -> Setup:
     """Loads the model, starts the simulator, and makes (or reads) each task's replay data.
 
-    config.relation_features extends the model with zero-initialised relation inputs of its
-    dynamics (f2p.io.pretrained.with_relation_features: the base agent plans as before, up
-    to float rounding; repairs train them); config.finetune.learning_rate, where given,
-    replaces the checkpoint's fine-tune learning rate.
+    config.relation_features and config.finetune.learning_rate go to finetune_state (with
+    relation inputs the base agent plans as before, up to float rounding; repairs train them).
 
     With repairers=False no replay data is made and Setup.repairers is empty (studies that
     only collect failures or time the generators).
     """
     model, params, num_points, saved = load_model(config)
-    saved = ml_collections.ConfigDict(saved.to_dict())
-    if bool(config.get("relation_features", False)):
-        model, params = with_relation_features(model, params, num_points)
-        saved.model.relation_features = True
-    if "learning_rate" in config.finetune:
-        saved.finetune.learning_rate = float(config.finetune.learning_rate)
+    model, params, saved, state = finetune_state(
+        model, params, saved, num_points, bool(config.get("relation_features", False)),
+        config.finetune.get("learning_rate"))
     simulator = MujocoSimulator(num_workers=int(config.num_workers))
-    state = train.create_train_state(saved, K_MAX, num_points).replace(params=params)
     render = RenderSettings(num_points=num_points)
 
     def label(scenes, skills, seed):
