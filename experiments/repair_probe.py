@@ -37,33 +37,39 @@ COLUMNS = ("task", "failure", "arm", "repair_displacement", "carried_relation_t1
 
 
 class Arm(NamedTuple):
-    """One fine-tune setting: relation inputs on or off, replay fraction, learning rate."""
+    """One fine-tune setting: relation inputs, replay fraction, learning rate, carry gate."""
 
     relation_features: bool
     replay_fraction: float
     learning_rate: float
+    carry_gate: bool = False
 
     @property
     def name(self) -> str:
-        """The arm's unit-file and table name."""
+        """The arm's unit-file and table name (without the carry gate, as before it existed)."""
         return (f"relation_features={int(self.relation_features)},replay={self.replay_fraction},"
-                f"lr={self.learning_rate}")
+                f"lr={self.learning_rate}" + (",carry_gate=1" if self.carry_gate else ""))
 
 
 def parse_arms(spec: str) -> list[Arm]:
-    """Arms from "rf:replay:lr,..." (rf 0 or 1); raises ValueError naming config.arms."""
+    """Arms from "rf:replay:lr[:carry],..." (rf, carry 0 or 1); ValueError names config.arms."""
     arms = []
     for item in [part.strip() for part in str(spec).split(",") if part.strip()]:
         fields = item.split(":")
         try:
             flag, fraction, rate = int(fields[0]), float(fields[1]), float(fields[2])
+            carry = int(fields[3]) if len(fields) > 3 else 0
         except (ValueError, IndexError) as error:
-            raise ValueError(f"config.arms: {item!r} is not relation_features:replay:lr "
-                             "(for example 1:0.5:0.001)") from error
-        if len(fields) != 3 or flag not in (0, 1) or not 0 <= fraction < 1 or rate <= 0:
+            raise ValueError(f"config.arms: {item!r} is not relation_features:replay:lr[:carry] "
+                             "(for example 1:0.5:0.001 or 1:0.5:0.001:1)") from error
+        if (len(fields) not in (3, 4) or flag not in (0, 1) or carry not in (0, 1)
+                or not 0 <= fraction < 1 or rate <= 0):
             raise ValueError(f"config.arms: {item!r}: relation_features 0 or 1, replay in "
-                             "[0, 1), learning rate > 0")
-        arms.append(Arm(bool(flag), fraction, rate))
+                             "[0, 1), learning rate > 0, carry gate 0 or 1")
+        if carry and not flag:
+            raise ValueError(f"config.arms: {item!r}: the carry gate (4th field 1) needs "
+                             "relation_features 1")
+        arms.append(Arm(bool(flag), fraction, rate, bool(carry)))
     if not arms:
         raise ValueError("config.arms: empty; give at least one relation_features:replay:lr")
     return arms
@@ -122,7 +128,7 @@ def measure(state, labels: Transition | None, probe: dict, replay: Transition
 def arm_state(setup, arm: Arm):
     """The base model's TrainState for one arm (extended when the arm adds relation inputs)."""
     return finetune_state(setup.model, setup.params, setup.checkpoint_config, setup.num_points,
-                          arm.relation_features, arm.learning_rate)[-1]
+                          arm.relation_features, arm.learning_rate, arm.carry_gate)[-1]
 
 
 def _finetuned(setup, arm: Arm, labels: Transition, probe: dict, replay: Transition
@@ -165,8 +171,9 @@ def run(config, workdir: str) -> dict[str, Any]:
     names = parse_list(config.tasks, tasks.task_names(), "tasks")
     arms = parse_arms(config.arms)
     generation.check_generator(config.generator)
-    if bool(config.relation_features):
-        raise ValueError("config.relation_features: leave it False; config.arms chooses it")
+    for field in ("relation_features", "carry_gate"):
+        if bool(config.get(field, False)):
+            raise ValueError(f"config.{field}: leave it False; config.arms chooses it")
     os.makedirs(os.path.join(workdir, "units"), exist_ok=True)
     started = time.perf_counter()
     setup = make_setup(config, workdir, names)

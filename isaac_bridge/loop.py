@@ -75,17 +75,24 @@ class Setup(NamedTuple):
 
 
 def finetune_state(model, params, saved, num_points: int, relation_features: bool,
-                   learning_rate: float | None):
+                   learning_rate: float | None, carry_gate: bool = False):
     """(model, params, config, TrainState) of a loaded model for repairs.
 
     relation_features extends the model with zero-initialised relation inputs of its dynamics
-    (f2p.io.pretrained.with_relation_features); learning_rate, unless None, replaces the
-    checkpoint config's fine-tune learning rate. `saved` itself is left unchanged.
+    (f2p.io.pretrained.with_relation_features), carry_gate (which needs them) with the carry
+    gate as well; learning_rate, unless None, replaces the checkpoint config's fine-tune
+    learning rate. `saved` itself is left unchanged.
+
+    Raises:
+      ValueError: carry_gate without relation_features.
     """
+    if carry_gate and not relation_features:
+        raise ValueError("config.carry_gate: True needs config.relation_features True")
     saved = ml_collections.ConfigDict(saved.to_dict())
     if relation_features:
-        model, params = with_relation_features(model, params, num_points)
+        model, params = with_relation_features(model, params, num_points, carry_gate)
         saved.model.relation_features = True
+        saved.model.carry_gate = bool(carry_gate)
     if learning_rate is not None:
         saved.finetune.learning_rate = float(learning_rate)
     state = train.create_train_state(saved, K_MAX, num_points).replace(params=params)
@@ -95,8 +102,9 @@ def finetune_state(model, params, saved, num_points: int, relation_features: boo
 def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -> Setup:
     """Loads the model, starts the simulator, and makes (or reads) each task's replay data.
 
-    config.relation_features and config.finetune.learning_rate go to finetune_state (with
-    relation inputs the base agent plans as before, up to float rounding; repairs train them).
+    config.relation_features, config.carry_gate and config.finetune.learning_rate go to
+    finetune_state (with relation inputs and the carry gate the base agent plans as before, up
+    to float rounding; repairs train them).
 
     With repairers=False no replay data is made and Setup.repairers is empty (studies that
     only collect failures or time the generators).
@@ -104,7 +112,7 @@ def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -
     model, params, num_points, saved = load_model(config)
     model, params, saved, state = finetune_state(
         model, params, saved, num_points, bool(config.get("relation_features", False)),
-        config.finetune.get("learning_rate"))
+        config.finetune.get("learning_rate"), bool(config.get("carry_gate", False)))
     simulator = MujocoSimulator(num_workers=int(config.num_workers))
     render = RenderSettings(num_points=num_points)
 

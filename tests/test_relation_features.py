@@ -10,7 +10,9 @@ from test_model import K, P, perturb, random_scene
 from f2p import train
 from f2p.io import pretrained
 from f2p.models import SkillEffectModel, get_config
-from f2p.scene import PICK_PLACE, PUSH, REL, Skill, Transition
+from f2p.models import model as model_lib
+from f2p.models.dynamics import CARRY_GAIN
+from f2p.scene import FIXTURE, PICK_PLACE, PUSH, REL, Skill, Transition
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,69 @@ def test_checkpoints_without_the_key_load_with_it_off(tmp_path):
     loaded, _, saved = pretrained.load_base_model(str(tmp_path))
     assert loaded.config.relation_features is False
     assert saved.model.relation_features is False
+
+
+def test_carry_gate_extension_starts_at_zero_and_carries_by_relation(trained):
+    model, params, (points, mask, kind, half), skill = trained
+    extended, extended_params = pretrained.with_relation_features(model, params, P,
+                                                                  carry_gate=True)
+    assert extended.config.carry_gate
+    new = traverse_util.flatten_dict(extended_params, sep="/")
+    carry = [key for key in new if "/carry/" in key]
+    assert sorted(carry) == [f"params/dynamics_{skill}/carry/{leaf}"
+                             for skill in ("pick_place", "push") for leaf in ("bias", "kernel")]
+    assert all(not np.any(np.asarray(new[key])) for key in carry)
+    before = model.apply(params, points, mask, kind, skill, half)
+    after = extended.apply(extended_params, points, mask, kind, skill, half)
+    np.testing.assert_allclose(before.displacement, after.displacement, atol=1e-5)
+    # Share = p(i inside moved): the first feature block is "i r moved", column REL["inside"].
+    for name in ("pick_place", "push"):
+        kernel = np.zeros_like(new[f"params/dynamics_{name}/carry/kernel"])
+        kernel[REL["inside"], 0] = 1.0 / CARRY_GAIN
+        new[f"params/dynamics_{name}/carry/kernel"] = kernel
+    gated = extended.apply(traverse_util.unflatten_dict(new, sep="/"), points, mask, kind,
+                           skill, half)
+    net = extended.net
+    latents = net.apply(extended_params, points, mask, kind, half, method=net.encode)
+    share = np.asarray(net.apply(extended_params, latents, mask, skill.obj, skill.support,
+                                 method=net.action_relations))[..., REL["inside"]]
+    movable = mask & (kind != FIXTURE)
+    for row in range(2):
+        moved = int(skill.obj[row])
+        expected = np.asarray(after.displacement[row]) + (
+            share[row, :, None] * np.asarray(after.displacement[row, moved]))
+        expected[moved] = after.displacement[row, moved]
+        expected[~movable[row]] = 0.0
+        np.testing.assert_allclose(gated.displacement[row], expected, atol=1e-5)
+    # The next latents move towards the encoding of the moved points by the clipped share.
+    gated_params = traverse_util.unflatten_dict(new, sep="/")
+    own, _ = net.apply(gated_params, latents, mask, kind, *skill, method=net.predict)
+    moved = net.apply(gated_params, model_lib.move_points(points, gated.displacement, mask),
+                      mask, kind, half, method=net.encode)
+    weight = np.clip(np.where(movable, share, 0.0), 0, 1)[..., None]
+    for row in range(2):
+        weight[row, int(skill.obj[row])] = 0.0
+    np.testing.assert_allclose(gated.next_latents, own + weight * (moved - own), atol=1e-5)
+    assert np.any((weight > 0.05) & (weight < 0.95))  # the blend, not an all-or-nothing case
+
+
+def test_carry_gate_needs_relation_features_and_is_learnt(trained):
+    model, params, (points, mask, kind, half), skill = trained
+    config = ml_collections.ConfigDict(get_config("tiny").to_dict())
+    config.model.carry_gate = True
+    with pytest.raises(ValueError, match="model.carry_gate.*relation_features"):
+        SkillEffectModel(config.model)
+    config.model.relation_features = True
+    _, extended_params = pretrained.with_relation_features(model, params, P, carry_gate=True)
+    state = train.create_train_state(config, K, P).replace(params=extended_params)
+    rng = np.random.default_rng(3)
+    relations = rng.random((2, K, K, 9)) < 0.3
+    pos = rng.uniform(0, 0.5, (2, K, 3)).astype(np.float32)
+    data = Transition(points_t=points, mask=mask, kind=kind, half_extents=half,
+                      skill=skill.skill, obj=skill.obj, support=skill.support,
+                      params=skill.params, relations_t=relations, relations_t1=relations,
+                      pos_t=pos, pos_t1=pos + 0.05, yaw_t=np.zeros((2, K), np.float32),
+                      yaw_t1=np.zeros((2, K), np.float32))
+    tuned = train.finetune(state, data, steps=3)
+    kernel = tuned.params["params"]["dynamics_pick_place"]["carry"]["kernel"]
+    assert np.any(np.asarray(kernel) != 0)

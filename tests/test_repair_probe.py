@@ -14,7 +14,7 @@ def test_tiny_probe_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     results = repair_probe.run(config, str(tmp_path))
     arms = {row["arm"] for row in results["rows"]}
     assert arms == {"base model", "relation_features=0,replay=0.0,lr=0.0003",
-                    "relation_features=1,replay=0.5,lr=0.001"}
+                    "relation_features=1,replay=0.5,lr=0.001,carry_gate=1"}
     for row in results["rows"]:
         assert row["replay_loss"] >= 0
         assert (row["arm"] == "base model") != ("repair_displacement" in row)
@@ -29,7 +29,9 @@ def test_tiny_probe_end_to_end_and_resume(tmp_path, tiny_checkpoint):
 
 @pytest.mark.parametrize("spec, message", [
     ("", "empty"), ("1:0.5", "relation_features:replay:lr"), ("2:0.5:0.001", "0 or 1"),
-    ("1:1.0:0.001", r"\[0, 1\)"), ("1:0.5:x", "relation_features:replay:lr")])
+    ("1:1.0:0.001", r"\[0, 1\)"), ("1:0.5:x", "relation_features:replay:lr"),
+    ("1:0.5:0.001:2", "carry gate 0 or 1"), ("0:0.5:0.001:1", "needs relation_features 1"),
+    ("1:0.5:0.001:1:1", "carry gate 0 or 1")])
 def test_bad_arms_are_refused(spec, message):
     with pytest.raises(ValueError, match="config.arms.*" + message):
         repair_probe.parse_arms(spec)
@@ -39,3 +41,6 @@ def test_arm_names_and_parsing():
     arms = repair_probe.parse_arms("0:0.0:0.0003, 1:0.5:0.001")
     assert arms == [repair_probe.Arm(False, 0.0, 3e-4), repair_probe.Arm(True, 0.5, 1e-3)]
     assert arms[1].name == "relation_features=1,replay=0.5,lr=0.001"
+    gated = repair_probe.parse_arms("1:0.5:0.001:1")[0]
+    assert gated == repair_probe.Arm(True, 0.5, 1e-3, True)
+    assert gated.name == "relation_features=1,replay=0.5,lr=0.001,carry_gate=1"

@@ -190,8 +190,8 @@ def test_bad_configs_name_the_field(tmp_path):
 def test_the_default_config_lists_every_section_in_order_with_a_command():
     sections = report.parse_sections(report_config.get_config())
     assert [s.name for s in sections] == ["base_agent", "main_table", "main_table_replay",
-                                          "main_table_relation", "repair_probe", "demo",
-                                          "repair_timing",
+                                          "main_table_relation", "main_table_carry",
+                                          "repair_probe", "demo", "repair_timing",
                                           "generalisation", "generalisation_tabletop",
                                           "generalisation_replay", "sim2real", "efficiency",
                                           "sweep", "scaling", "lifelong"]

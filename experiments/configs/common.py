@@ -90,6 +90,9 @@ def loop_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     # Give the dynamics each object's relations to the moved object and the support
     # (f2p.models.model.SkillEffectNet.action_relations), zero-initialised on the base model.
     config.relation_features = False
+    # Let each object's displacement take a learnt share of the moved object's, linear in those
+    # relations (f2p.models.dynamics.SkillDynamics.carry_gate); needs relation_features.
+    config.carry_gate = False
 
     # Base training data replayed while fine-tuning: made once per task by the data generator
     # (isaac_bridge.datagen) from a fixed seed and cached under workdir/replay/.

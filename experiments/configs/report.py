@@ -41,6 +41,14 @@ SECTIONS = (
                    " --config.finetune.learning_rate=0.001 --config.methods=repair:svgd,"
                    "repair:sampling,repair:gradient,repair:svgd_no_entropy --config.oracle=False"
                    " --config.only_existing=True"),
+    _section("main_table_carry",
+             "Main table with replay 0.5, relation inputs and the carry gate",
+             "results/fail2progress_carry", "fail2progress",
+             flags="--config.tasks=tabletop,transport,packing"
+                   " --config.finetune.replay_fraction=0.5 --config.relation_features=True"
+                   " --config.carry_gate=True --config.finetune.learning_rate=0.001"
+                   " --config.methods=repair:svgd,repair:sampling,repair:gradient,"
+                   "repair:svgd_no_entropy --config.oracle=False --config.only_existing=True"),
     _section("repair_probe", "What the tabletop repair teaches (development seeds)",
              "results/repair_probe", "repair_probe"),
     _section("demo", "The demo (`make demo`)", "workdirs/demo", "fail2progress",

@@ -43,6 +43,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # (SkillEffectNet.action_relations). Off for the committed base model; turning it on for a
     # trained model adds zero-initialised weights (f2p.io.pretrained.with_relation_features).
     model.relation_features = False
+    # Let each object's displacement take a learnt share of the moved object's, linear in those
+    # relations (SkillDynamics.carry_gate; needs relation_features). Off for the base model.
+    model.carry_gate = False
 
     loss = config.loss = ml_collections.ConfigDict()
     loss.relation_t = 1.0  # BCE of relations at t decoded from the encoded points_t

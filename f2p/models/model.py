@@ -80,7 +80,8 @@ class SkillEffectNet(nn.Module):
                 width=cfg.width, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                 mlp_ratio=cfg.mlp_ratio, latent_dim=cfg.latent_dim,
                 displacement_dims=cfg.displacement_dims, coord_scale=cfg.coord_scale,
-                has_support=(skill == PICK_PLACE), name=f"dynamics_{name}")
+                has_support=(skill == PICK_PLACE), carry_gate=cfg.get("carry_gate", False),
+                name=f"dynamics_{name}")
             for skill, name in enumerate(SKILL_NAMES)
         ]
         self.relation_head = PairRelationHead(cfg.pair_hidden, cfg.num_relations)
@@ -97,21 +98,41 @@ class SkillEffectNet(nn.Module):
 
         Both skills' transformers run and each example keeps its own skill's result: with two
         skills this costs less than a gather over per-skill parameters and stays jit-friendly.
+        The next latents are the dynamics' own; `step` also re-encodes what the carry gate moves.
         """
+        return self._predict(latents, mask, kind, skill, obj, support, params)[:2]
+
+    def _predict(self, latents, mask, kind, skill, obj, support, params):
+        """predict() plus the carry gate's share [B, K, 1] (zero without the gate)."""
         features = (self.action_relations(latents, mask, obj, support)
                     if self.config.relation_features else None)
-        changes, displacements = [], []
-        for dynamics in self.dynamics:
-            change, displacement = dynamics(latents, mask, obj, support, params, features)
-            changes.append(change)
-            displacements.append(displacement)
+        outputs = [dynamics(latents, mask, obj, support, params, features)
+                   for dynamics in self.dynamics]
         is_push = (skill == PUSH)[:, None, None]
-        change = jnp.where(is_push, changes[PUSH], changes[PICK_PLACE])
-        displacement = jnp.where(is_push, displacements[PUSH], displacements[PICK_PLACE])
+        change, displacement, share = (jnp.where(is_push, push, pick) for pick, push in zip(
+            outputs[PICK_PLACE], outputs[PUSH], strict=True))
         next_latents = jnp.where(mask[..., None], latents + change, 0.0)
         movable = mask & (kind != FIXTURE)  # fixtures are static by definition
         displacement = jnp.where(movable[..., None], displacement * self.config.coord_scale, 0.0)
-        return next_latents, displacement
+        return next_latents, displacement, jnp.where(movable[..., None], share, 0.0)
+
+    def step(self, points, mask, kind, half_extents, latents, skill, obj, support, params):
+        """One skill from points [B, K, P, 3] and their latents: (next latents, displacement).
+
+        With the carry gate, an object's next latent moves towards the encoding of its points
+        translated by the predicted displacement, by its share clipped to [0, 1]: an object the
+        gate carries keeps its shape and changes only its place, so its relations after the
+        skill follow the displacement the gate learnt (the dynamics' own latent change for it
+        would have to be learnt scene by scene, like its displacement without the gate).
+        Without the gate this is predict().
+        """
+        next_latents, displacement, share = self._predict(latents, mask, kind, skill, obj,
+                                                          support, params)
+        if not self.config.get("carry_gate", False):
+            return next_latents, displacement
+        moved = self.encode(move_points(points, displacement, mask), mask, kind, half_extents)
+        weight = jnp.clip(share, 0.0, 1.0)
+        return next_latents + weight * (moved - next_latents), displacement
 
     def action_relations(self, latents, mask, obj, support):
         """[B, K, 4R] relations of each object to and from the moved object and the support.
@@ -139,7 +160,8 @@ class SkillEffectNet(nn.Module):
     def __call__(self, points, mask, kind, half_extents, skill, obj, support, params):
         """Runs encode, predict and decode on one batch; returns a ModelOutput."""
         latents = self.encode(points, mask, kind, half_extents)
-        next_latents, displacement = self.predict(latents, mask, kind, skill, obj, support, params)
+        next_latents, displacement = self.step(points, mask, kind, half_extents, latents, skill,
+                                               obj, support, params)
         return ModelOutput(
             latents=latents,
             relation_logits=self.decode_relations(latents, mask),
@@ -190,6 +212,9 @@ class SkillEffectModel:
         if config.width % config.num_heads:
             raise ValueError(f"model.width {config.width} not divisible by num_heads "
                              f"{config.num_heads}")
+        if config.get("carry_gate", False) and not config.get("relation_features", False):
+            raise ValueError("model.carry_gate: True needs model.relation_features True "
+                             "(the gate reads those relations)")
         object.__setattr__(self, "net", SkillEffectNet(config))
 
     def _half_extents(self, half_extents):
@@ -291,7 +316,8 @@ class SkillEffectModel:
             latents = self.net.apply(params, current_points, mask, kind, half_extents,
                                      method=SkillEffectNet.encode)
             next_latents, displacement = self.net.apply(
-                params, latents, mask, kind, *skill, method=SkillEffectNet.predict)
+                params, current_points, mask, kind, half_extents, latents, *skill,
+                method=SkillEffectNet.step)
             logits = self.net.apply(params, next_latents, mask,
                                     method=SkillEffectNet.decode_relations)
             next_points = move_points(current_points, displacement, mask)
