@@ -263,7 +263,12 @@ def state_latents(model, params, failure: FailureScene, particle: jax.Array,
 
 def predicted_entropy(model, params, failure: FailureScene, latents: jax.Array,
                       action: jax.Array) -> jax.Array:
-    """H[p_theta(R' | Psi(S), a)]: summed entropy of the post-skill relations of valid pairs."""
+    """H[p_theta(R' | Psi(S), a)]: summed entropy of the post-skill relations of valid pairs.
+
+    The relations are decoded from the dynamics' own next latents (SkillEffectModel.predict):
+    a carry gate's re-encoding of moved points (SkillEffectNet.step) is left out, which changes
+    nothing while the gate is still zero, as it is in every one-shot repair of the base model.
+    """
     scene = failure.scene
     skill = failure.skill._replace(params=action)
     next_latents, _ = model.predict(params, latents, scene.mask, scene.kind, skill)

@@ -91,7 +91,8 @@ def loop_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     # (f2p.models.model.SkillEffectNet.action_relations), zero-initialised on the base model.
     config.relation_features = False
     # Let each object's displacement take a learnt share of the moved object's, linear in those
-    # relations (f2p.models.dynamics.SkillDynamics.carry_gate); needs relation_features.
+    # relations, and its next latent follow its moved points (f2p.models.dynamics.SkillDynamics
+    # .carry_gate, SkillEffectNet.step); needs relation_features. Zero-initialised on the base.
     config.carry_gate = False
 
     # Base training data replayed while fine-tuning: made once per task by the data generator

@@ -44,7 +44,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # trained model adds zero-initialised weights (f2p.io.pretrained.with_relation_features).
     model.relation_features = False
     # Let each object's displacement take a learnt share of the moved object's, linear in those
-    # relations (SkillDynamics.carry_gate; needs relation_features). Off for the base model.
+    # relations, and its next latent follow its moved points by that share
+    # (SkillDynamics.carry_gate, SkillEffectNet.step; needs relation_features). Off for the base.
     model.carry_gate = False
 
     loss = config.loss = ml_collections.ConfigDict()
