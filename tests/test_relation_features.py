@@ -68,11 +68,9 @@ def test_action_relations_read_the_moved_object_and_support(trained):
     assert 0 < REL["inside"] < relations
 
 
-def test_finetuning_learns_the_added_weights(trained):
-    model, params, (points, mask, kind, half), skill = trained
-    config = ml_collections.ConfigDict(get_config("tiny").to_dict())
-    config.model.relation_features = True
-    _, extended_params = pretrained.with_relation_features(model, params, P)
+def _finetuned(trained, config, extended_params):
+    """The TrainState after 3 fine-tune steps on random transitions of the trained fixture."""
+    _, _, (points, mask, kind, half), skill = trained
     state = train.create_train_state(config, K, P).replace(params=extended_params)
     rng = np.random.default_rng(3)
     relations = rng.random((2, K, K, 9)) < 0.3
@@ -82,7 +80,14 @@ def test_finetuning_learns_the_added_weights(trained):
                       params=skill.params, relations_t=relations, relations_t1=relations,
                       pos_t=pos, pos_t1=pos + 0.05, yaw_t=np.zeros((2, K), np.float32),
                       yaw_t1=np.zeros((2, K), np.float32))
-    tuned = train.finetune(state, data, steps=3)
+    return train.finetune(state, data, steps=3)
+
+
+def test_finetuning_learns_the_added_weights(trained):
+    model, params, _, _ = trained
+    config = ml_collections.ConfigDict(get_config("tiny").to_dict())
+    config.model.relation_features = True
+    tuned = _finetuned(trained, config, pretrained.with_relation_features(model, params, P)[1])
     kernel = tuned.params["params"]["dynamics_pick_place"]["pair_features"]["kernel"]
     assert np.any(np.asarray(kernel) != 0)
 
@@ -143,22 +148,13 @@ def test_carry_gate_extension_starts_at_zero_and_carries_by_relation(trained):
 
 
 def test_carry_gate_needs_relation_features_and_is_learnt(trained):
-    model, params, (points, mask, kind, half), skill = trained
+    model, params, _, _ = trained
     config = ml_collections.ConfigDict(get_config("tiny").to_dict())
     config.model.carry_gate = True
     with pytest.raises(ValueError, match="model.carry_gate.*relation_features"):
         SkillEffectModel(config.model)
     config.model.relation_features = True
-    _, extended_params = pretrained.with_relation_features(model, params, P, carry_gate=True)
-    state = train.create_train_state(config, K, P).replace(params=extended_params)
-    rng = np.random.default_rng(3)
-    relations = rng.random((2, K, K, 9)) < 0.3
-    pos = rng.uniform(0, 0.5, (2, K, 3)).astype(np.float32)
-    data = Transition(points_t=points, mask=mask, kind=kind, half_extents=half,
-                      skill=skill.skill, obj=skill.obj, support=skill.support,
-                      params=skill.params, relations_t=relations, relations_t1=relations,
-                      pos_t=pos, pos_t1=pos + 0.05, yaw_t=np.zeros((2, K), np.float32),
-                      yaw_t1=np.zeros((2, K), np.float32))
-    tuned = train.finetune(state, data, steps=3)
+    extended_params = pretrained.with_relation_features(model, params, P, carry_gate=True)[1]
+    tuned = _finetuned(trained, config, extended_params)
     kernel = tuned.params["params"]["dynamics_pick_place"]["carry"]["kernel"]
     assert np.any(np.asarray(kernel) != 0)
