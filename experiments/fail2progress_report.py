@@ -50,11 +50,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"{results['environment']['cpu_count']} CPU cores "
              f"({', '.join(results['environment']['devices'])}); {results['seconds']:.0f} s "
              "(this invocation).", "",
-             f"Fine-tune: {config['finetune']['steps']} steps, learning rate "
-             f"{config['finetune'].get('learning_rate', 3e-4):g}, replay fraction "
-             f"{config['finetune']['replay_fraction']:g}; relation inputs of the dynamics "
-             f"{'on' if config.get('relation_features') else 'off'}, carry gate "
-             f"{'on' if config.get('carry_gate') else 'off'}.", "",
+             reporting.finetune_settings(config), "",
              *([f"**Partial:** {results['partial']}.", ""] if results.get("partial") else []),
              "| task | method | failures | recovery | retry | future OOD | retention |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -7,7 +7,9 @@ on the labelled pairs themselves, on held-out transitions of the task's OOD spli
 container carried its contents, and the rest) and on the base replay data. The contents'
 displacement ratio is the share of their true displacement that the model predicts for the
 contents of a carried container: 1 when it has learnt that they ride along, 0 when it predicts
-them left behind. Every (failure, arm) is one JSON file under units/, so a stopped run resumes.
+them left behind. The container ratio is the converse, on held-out rows that lift an item out of
+a container: the share of the item's displacement predicted for the container (0 is right).
+Every (failure, arm) is one JSON file under units/, so a stopped run resumes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from isaac_bridge.loop import collect, finetune_state, make_setup, read_or_make
 
 COLUMNS = ("task", "failure", "arm", "repair_displacement", "carried_relation_t1",
            "carried_displacement", "carried_inside_f1", "contents_ratio_median",
-           "contents_ratio_mean", "other_loss", "replay_loss")
+           "contents_ratio_mean", "other_loss", "container_ratio_median", "replay_loss")
 
 
 class Arm(NamedTuple):
@@ -42,17 +44,22 @@ class Arm(NamedTuple):
     relation_features: bool
     replay_fraction: float
     learning_rate: float
-    carry_gate: bool = False
+    carry_gate: int = 0  # 0 off, 1 on, 2 on for held objects only (config.carry_held_only)
 
     @property
     def name(self) -> str:
         """The arm's unit-file and table name (without the carry gate, as before it existed)."""
+        gate = {0: "", 1: ",carry_gate=1", 2: ",carry_gate=held"}[int(self.carry_gate)]
         return (f"relation_features={int(self.relation_features)},replay={self.replay_fraction},"
-                f"lr={self.learning_rate}" + (",carry_gate=1" if self.carry_gate else ""))
+                f"lr={self.learning_rate}" + gate)
 
 
 def parse_arms(spec: str) -> list[Arm]:
-    """Arms from "rf:replay:lr[:carry],..." (rf, carry 0 or 1); ValueError names config.arms."""
+    """Arms from "rf:replay:lr[:carry],..." (rf 0 or 1, carry 0, 1 or 2 = held objects only).
+
+    Raises:
+      ValueError: naming config.arms, for an empty list or a malformed or out-of-range arm.
+    """
     arms = []
     for item in [part.strip() for part in str(spec).split(",") if part.strip()]:
         fields = item.split(":")
@@ -62,25 +69,48 @@ def parse_arms(spec: str) -> list[Arm]:
         except (ValueError, IndexError) as error:
             raise ValueError(f"config.arms: {item!r} is not relation_features:replay:lr[:carry] "
                              "(for example 1:0.5:0.001 or 1:0.5:0.001:1)") from error
-        if (len(fields) not in (3, 4) or flag not in (0, 1) or carry not in (0, 1)
+        if (len(fields) not in (3, 4) or flag not in (0, 1) or carry not in (0, 1, 2)
                 or not 0 <= fraction < 1 or rate <= 0):
             raise ValueError(f"config.arms: {item!r}: relation_features 0 or 1, replay in "
-                             "[0, 1), learning rate > 0, carry gate 0 or 1")
+                             "[0, 1), learning rate > 0, carry gate 0, 1 or 2 (held only)")
         if carry and not flag:
-            raise ValueError(f"config.arms: {item!r}: the carry gate (4th field 1) needs "
+            raise ValueError(f"config.arms: {item!r}: the carry gate (4th field 1 or 2) needs "
                              "relation_features 1")
-        arms.append(Arm(bool(flag), fraction, rate, bool(carry)))
+        arms.append(Arm(bool(flag), fraction, rate, carry))
     if not arms:
         raise ValueError("config.arms: empty; give at least one relation_features:replay:lr")
     return arms
 
 
-def contents_ratio(model, params, data: Transition) -> np.ndarray:
-    """Per content object of a moved container: predicted . true / |true|^2 displacement."""
+def _displacements(model, params, data: Transition) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, true) displacements [N, K, dims] of every object of every row."""
     half_extents = data.half_extents if model.config.use_half_extents else None
     predicted = np.asarray(model.apply(params, data.points_t, np.asarray(data.mask, bool),
                                        data.kind, batch_skill(data), half_extents).displacement)
-    true = np.asarray(data.pos_t1 - data.pos_t)[..., :predicted.shape[-1]]
+    return predicted, np.asarray(data.pos_t1 - data.pos_t)[..., :predicted.shape[-1]]
+
+
+def container_ratio(model, params, data: Transition) -> np.ndarray:
+    """Per container of a moved object inside it: predicted container . true moved / |true|^2.
+
+    The share of a lifted item's displacement that the model gives the container it is lifted
+    out of: 0 is right (the container stays), 1 would carry it along with the item.
+    """
+    predicted, true = _displacements(model, params, data)
+    ratios = []
+    for row in range(len(true)):
+        moved = int(data.obj[row])
+        squared = float(np.dot(true[row, moved], true[row, moved]))
+        if squared <= 1e-6:
+            continue
+        for holder in np.flatnonzero(np.asarray(data.relations_t)[row, moved, :, REL["inside"]]):
+            ratios.append(float(np.dot(predicted[row, holder], true[row, moved])) / squared)
+    return np.asarray(ratios)
+
+
+def contents_ratio(model, params, data: Transition) -> np.ndarray:
+    """Per content object of a moved container: predicted . true / |true|^2 displacement."""
+    predicted, true = _displacements(model, params, data)
     ratios = []
     for row in range(len(true)):
         moved = int(data.obj[row])
@@ -121,6 +151,8 @@ def measure(state, labels: Transition | None, probe: dict, replay: Transition
                    contents_ratio_mean=float(np.mean(ratios)) if ratios.size else None)
     if probe["other"] is not None:
         row["other_loss"] = train.evaluate(state, probe["other"])["loss"]
+        lifted = container_ratio(state.model, state.params, probe["other"])
+        row["container_ratio_median"] = float(np.median(lifted)) if lifted.size else None
     row["replay_loss"] = train.evaluate(state, replay)["loss"]
     return row
 
@@ -128,7 +160,8 @@ def measure(state, labels: Transition | None, probe: dict, replay: Transition
 def arm_state(setup, arm: Arm):
     """The base model's TrainState for one arm (extended when the arm adds relation inputs)."""
     return finetune_state(setup.model, setup.params, setup.checkpoint_config, setup.num_points,
-                          arm.relation_features, arm.learning_rate, arm.carry_gate)[-1]
+                          arm.relation_features, arm.learning_rate, arm.carry_gate >= 1,
+                          arm.carry_gate == 2)[-1]
 
 
 def _finetuned(setup, arm: Arm, labels: Transition, probe: dict, replay: Transition
@@ -171,7 +204,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     names = parse_list(config.tasks, tasks.task_names(), "tasks")
     arms = parse_arms(config.arms)
     generation.check_generator(config.generator)
-    for field in ("relation_features", "carry_gate"):
+    for field in ("relation_features", "carry_gate", "carry_held_only"):
         if bool(config.get(field, False)):
             raise ValueError(f"config.{field}: leave it False; config.arms chooses it")
     os.makedirs(os.path.join(workdir, "units"), exist_ok=True)

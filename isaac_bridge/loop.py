@@ -75,24 +75,30 @@ class Setup(NamedTuple):
 
 
 def finetune_state(model, params, saved, num_points: int, relation_features: bool,
-                   learning_rate: float | None, carry_gate: bool = False):
+                   learning_rate: float | None, carry_gate: bool = False,
+                   carry_held_only: bool = False):
     """(model, params, config, TrainState) of a loaded model for repairs.
 
     relation_features extends the model with zero-initialised relation inputs of its dynamics
     (f2p.io.pretrained.with_relation_features), carry_gate (which needs them) with the carry
-    gate as well; learning_rate, unless None, replaces the checkpoint config's fine-tune
-    learning rate. `saved` itself is left unchanged.
+    gate as well, carry_held_only (which needs the gate) limiting it to what the moved object
+    holds; learning_rate, unless None, replaces the checkpoint config's fine-tune learning
+    rate. `saved` itself is left unchanged.
 
     Raises:
-      ValueError: carry_gate without relation_features.
+      ValueError: carry_gate without relation_features, carry_held_only without carry_gate.
     """
     if carry_gate and not relation_features:
         raise ValueError("config.carry_gate: True needs config.relation_features True")
+    if carry_held_only and not carry_gate:
+        raise ValueError("config.carry_held_only: True needs config.carry_gate True")
     saved = ml_collections.ConfigDict(saved.to_dict())
     if relation_features:
-        model, params = with_relation_features(model, params, num_points, carry_gate)
+        model, params = with_relation_features(model, params, num_points, carry_gate,
+                                               carry_held_only)
         saved.model.relation_features = True
         saved.model.carry_gate = bool(carry_gate)
+        saved.model.carry_held_only = bool(carry_held_only)
     if learning_rate is not None:
         saved.finetune.learning_rate = float(learning_rate)
     state = train.create_train_state(saved, K_MAX, num_points).replace(params=params)
@@ -102,7 +108,8 @@ def finetune_state(model, params, saved, num_points: int, relation_features: boo
 def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -> Setup:
     """Loads the model, starts the simulator, and makes (or reads) each task's replay data.
 
-    config.relation_features, config.carry_gate and config.finetune.learning_rate go to
+    config.relation_features, config.carry_gate, config.carry_held_only and
+    config.finetune.learning_rate go to
     finetune_state (with relation inputs and the carry gate the base agent plans as before, up
     to float rounding; repairs train them).
 
@@ -112,7 +119,8 @@ def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -
     model, params, num_points, saved = load_model(config)
     model, params, saved, state = finetune_state(
         model, params, saved, num_points, bool(config.get("relation_features", False)),
-        config.finetune.get("learning_rate"), bool(config.get("carry_gate", False)))
+        config.finetune.get("learning_rate"), bool(config.get("carry_gate", False)),
+        bool(config.get("carry_held_only", False)))
     simulator = MujocoSimulator(num_workers=int(config.num_workers))
     render = RenderSettings(num_points=num_points)
 

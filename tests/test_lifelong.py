@@ -16,6 +16,8 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     results = lifelong.run(config, str(tmp_path))
     for name in ("results.json", "results.md", "lifelong.png"):
         assert os.path.getsize(tmp_path / name) > 0
+    assert "relation inputs of the dynamics off, carry gate off" in (
+        tmp_path / "results.md").read_text()
     rows = {row["mode"]: row for row in results["rows"]}
     assert set(rows) == {"base", "replan", "one_shot", "lifelong", "lifelong_explore"}
     assert rows["base"]["repairs"] == rows["replan"]["repairs"] == 0

@@ -158,3 +158,44 @@ def test_carry_gate_needs_relation_features_and_is_learnt(trained):
     tuned = _finetuned(trained, config, extended_params)
     kernel = tuned.params["params"]["dynamics_pick_place"]["carry"]["kernel"]
     assert np.any(np.asarray(kernel) != 0)
+
+
+def test_held_probability_is_inside_or_lying_on_the_moved_object():
+    num = len(REL)
+    features = np.zeros((1, 4, 4 * num), np.float32)
+    features[0, 0, REL["inside"]] = 0.9  # inside the moved object
+    features[0, 1, REL["above"]], features[0, 1, REL["contact"]] = 0.8, 0.5  # lying on it
+    features[0, 2, REL["contact"]] = 1.0  # touching it from the side
+    features[0, 3, num + REL["inside"]] = 1.0  # the moved object is inside this one
+    held = np.asarray(model_lib.held_probability(features))
+    np.testing.assert_allclose(held, [[0.9, 0.4, 0.0, 0.0]], atol=1e-6)
+
+
+def test_held_only_gate_carries_only_what_the_moved_object_holds(trained):
+    model, params, (points, mask, kind, half), skill = trained
+    with pytest.raises(ValueError, match="model.carry_held_only.*carry_gate"):
+        SkillEffectModel(ml_collections.FrozenConfigDict(
+            {**get_config("tiny").model.to_dict(), "relation_features": True,
+             "carry_held_only": True}))
+    extended, extended_params = pretrained.with_relation_features(
+        model, params, P, carry_gate=True, carry_held_only=True)
+    assert extended.config.carry_held_only
+    new = traverse_util.flatten_dict(extended_params, sep="/")
+    fractions = [f"params/dynamics_{name}/carry_fraction" for name in ("pick_place", "push")]
+    assert sorted(key for key in new if "carry" in key) == fractions  # no relation kernel
+    assert all(not np.any(np.asarray(new[key])) for key in fractions)
+    for key in fractions:
+        new[key] = np.full((1,), 0.5 / CARRY_GAIN, np.float32)  # half the moved displacement
+    gated_params = traverse_util.unflatten_dict(new, sep="/")
+    net = extended.net
+    latents = net.apply(extended_params, points, mask, kind, half, method=net.encode)
+    features = np.asarray(net.apply(extended_params, latents, mask, skill.obj, skill.support,
+                                    method=net.action_relations))
+    _, displacement, share = net.apply(gated_params, latents, mask, kind, *skill,
+                                       method=net._predict)
+    movable = mask & (kind != FIXTURE)
+    expected = np.where(movable, 0.5 * np.asarray(model_lib.held_probability(features)), 0.0)
+    for row in range(2):
+        expected[row, int(skill.obj[row])] = 0.0
+    np.testing.assert_allclose(np.asarray(share)[..., 0], expected, atol=1e-5)
+    assert np.any(expected > 1e-3) and np.any(movable & (expected < 0.1))  # held and not held

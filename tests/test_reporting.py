@@ -48,3 +48,13 @@ def test_markdown_table_formats_numbers_and_marks_missing_values():
     assert lines[0].replace(" ", "") == "|name|rate|n|"
     assert lines[2].replace(" ", "") == "|a|0.51|3|"
     assert lines[3].replace(" ", "") == "|b|-||"
+
+
+def test_finetune_settings_states_the_options_and_their_defaults():
+    text = reporting.finetune_settings(
+        {"finetune": {"steps": 200, "replay_fraction": 0.5, "learning_rate": 0.001},
+         "relation_features": True, "carry_gate": True})
+    assert text == ("Fine-tune: 200 steps, learning rate 0.001, replay fraction 0.5; relation "
+                    "inputs of the dynamics on, carry gate on.")
+    older = reporting.finetune_settings({"finetune": {"steps": 100, "replay_fraction": 0.0}})
+    assert "learning rate 0.0003" in older and older.endswith("dynamics off, carry gate off.")

@@ -94,6 +94,11 @@ def loop_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     # relations, and its next latent follow its moved points (f2p.models.dynamics.SkillDynamics
     # .carry_gate, SkillEffectNet.step); needs relation_features. Zero-initialised on the base.
     config.carry_gate = False
+    # With carry_gate: only objects the moved one holds (inside it, or on it and touching;
+    # f2p.models.model.held_probability) take a share, one learnt fraction per skill. Without
+    # it, repair data in which the contents always touch their cup taught the gate that
+    # touching carries: lifting an item out of a cup moved the cup too (README, the probe).
+    config.carry_held_only = False
 
     # Base training data replayed while fine-tuning: made once per task by the data generator
     # (isaac_bridge.datagen) from a fixed seed and cached under workdir/replay/.

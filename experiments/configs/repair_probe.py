@@ -24,9 +24,10 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.max_collection_episodes = 20
     config.generator = "svgd"
     # Fine-tunes compared on the same labelled pairs, each "relation_features:replay:lr[:carry]"
-    # (relation_features 0 or 1; replay fraction; fine-tune learning rate; carry gate 0 or 1).
+    # (relation_features 0 or 1; replay fraction; fine-tune learning rate; carry gate 0, 1 or
+    # 2 = on for held objects only).
     config.arms = ("0:0.0:0.0003,0:0.5:0.0003,1:0.5:0.0003,0:0.5:0.001,1:0.5:0.001,"
-                   "1:0.5:0.001:1")
+                   "1:0.5:0.001:1,1:0.5:0.001:2")
     # Held-out transitions of the task's OOD split: fresh scenes, never an episode's.
     config.probe = ml_collections.ConfigDict()
     config.probe.seed = 1000
@@ -40,7 +41,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.checkpoint = ""
         config.num_failures = 1
         config.max_collection_episodes = 3
-        config.arms = "0:0.0:0.0003,1:0.5:0.001:1"
+        config.arms = "0:0.0:0.0003,1:0.5:0.001:1,1:0.5:0.001:2"
         config.probe.num_transitions = 6
         config.probe.shard_size = 6
         tiny_sections(config)

@@ -24,7 +24,7 @@ CONFIG_FILE = "config.json"
 BASE_PATH = os.path.join("checkpoints", "base")
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SEPARATOR = "/"
-ADDED_MODEL_KEYS = {"relation_features": False, "carry_gate": False}
+ADDED_MODEL_KEYS = {"relation_features": False, "carry_gate": False, "carry_held_only": False}
 """Model config keys added after checkpoints were exported, with the value those had."""
 
 
@@ -144,13 +144,15 @@ def _checked_model_config(config: ml_collections.ConfigDict, path: str
 
 
 def with_relation_features(model: SkillEffectModel, params: Any, num_points: int,
-                           carry_gate: bool = False) -> tuple[SkillEffectModel, Any]:
+                           carry_gate: bool = False, carry_held_only: bool = False
+                           ) -> tuple[SkillEffectModel, Any]:
     """The model with `relation_features` on, and params extended by zero-initialised weights.
 
     The extended model computes what `model` computes with `params` (up to float rounding:
     it compiles to another program) until it is trained further, since the new projections
     start at zero; fine-tuning then learns them. carry_gate also turns on the dynamics' carry
-    gate (SkillDynamics.carry_gate), whose weights start at zero too.
+    gate (SkillDynamics.carry_gate), whose weights start at zero too; carry_held_only limits
+    it to the objects the moved one holds, with one zero-initialised fraction per skill.
 
     Raises:
       ValueError: params do not fit `model`.
@@ -158,6 +160,8 @@ def with_relation_features(model: SkillEffectModel, params: Any, num_points: int
     settings = ml_collections.ConfigDict(model.config.to_dict())
     settings.relation_features = True
     settings.carry_gate = bool(carry_gate) or bool(settings.get("carry_gate", False))
+    settings.carry_held_only = (bool(carry_held_only)
+                                or bool(settings.get("carry_held_only", False)))
     extended = SkillEffectModel(ml_collections.FrozenConfigDict(settings))
     fresh = traverse_util.flatten_dict(extended.init(jax.random.PRNGKey(0), K_MAX, num_points),
                                        sep=_SEPARATOR)

@@ -131,3 +131,27 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     # At p = 0 or 1 the bound equals p only up to rounding; clamp so that low <= p <= high
     # (error bars drawn from the interval must never be negative).
     return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
+
+
+def finetune_settings(config: dict[str, Any]) -> str:
+    """One sentence on a repair run's fine-tune and model options, for its results.md.
+
+    Args:
+      config: the run's config as a dict, with a `finetune` section (steps, replay_fraction and
+        optionally learning_rate) and optionally relation_features, carry_gate and
+        carry_held_only; absent
+        options read as their defaults (learning rate 3e-4, both options off).
+    """
+    finetune = config["finetune"]
+    return (f"Fine-tune: {finetune['steps']} steps, learning rate "
+            f"{finetune.get('learning_rate', 3e-4):g}, replay fraction "
+            f"{finetune['replay_fraction']:g}; relation inputs of the dynamics "
+            f"{'on' if config.get('relation_features') else 'off'}, carry gate "
+            f"{_gate(config)}.")
+
+
+def _gate(config: dict[str, Any]) -> str:
+    """'off', 'on' or 'on, held objects only' (config.carry_gate, config.carry_held_only)."""
+    if not config.get("carry_gate"):
+        return "off"
+    return "on, held objects only" if config.get("carry_held_only") else "on"

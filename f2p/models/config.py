@@ -47,6 +47,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # relations, and its next latent follow its moved points by that share
     # (SkillDynamics.carry_gate, SkillEffectNet.step; needs relation_features). Off for the base.
     model.carry_gate = False
+    # With carry_gate: an object's share is one learnt fraction times the probability that the
+    # moved object holds it (inside it, or on it and touching; model.held_probability).
+    model.carry_held_only = False
 
     loss = config.loss = ml_collections.ConfigDict()
     loss.relation_t = 1.0  # BCE of relations at t decoded from the encoded points_t

@@ -54,6 +54,8 @@ class SkillDynamics(nn.Module):
       has_support: False for push: no support role, support token masked.
       carry_gate: add to each other object's displacement a share of the moved object's,
         linear in its pair_features (zero-initialised; see __call__).
+      carry_held_only: with carry_gate, make each share a learnt fraction (one per skill)
+        times the probability that the moved object holds that object (`held`, see __call__).
     """
 
     width: int
@@ -65,9 +67,10 @@ class SkillDynamics(nn.Module):
     coord_scale: float
     has_support: bool
     carry_gate: bool = False
+    carry_held_only: bool = False
 
     @nn.compact
-    def __call__(self, latents, mask, obj, support, params, pair_features=None):
+    def __call__(self, latents, mask, obj, support, params, pair_features=None, held=None):
         """Predicts the latent change [B, K, D], displacement [B, K, dims] (model units), share.
 
         Args:
@@ -80,13 +83,19 @@ class SkillDynamics(nn.Module):
             object and the support (SkillEffectNet.action_relations), added to the object
             tokens through a zero-initialised projection, so that enabling them leaves a
             trained model's outputs unchanged until it is trained further.
+          held: [B, K] probability that the moved object holds each object (contents inside
+            it, or lying on it); needed by carry_held_only, unused otherwise.
 
         With carry_gate, object i's displacement gains share_i [B, K, 1] times the moved
         object's predicted displacement (no gradient into the latter), share_i a
         zero-initialised linear function of pair_features and 0 for the moved object itself. A
         fine-tune can then learn "what is inside or on the moved object moves with it" as a
         rule of those relations, the same in every scene, instead of from absolute positions.
-        Without it share is zero.
+        Without it share is zero. With carry_held_only share_i is instead held_i times one
+        zero-initialised fraction: an object the moved one does not hold (a container whose
+        contents are lifted out, a neighbour in contact) cannot be carried, which the linear
+        gate, fitted to repair data where holding and touching always occur together, got
+        wrong.
         """
         num_objects = latents.shape[1]
         slots = jnp.arange(num_objects)
@@ -131,8 +140,18 @@ class SkillDynamics(nn.Module):
             return latent_change, displacement, jnp.zeros(displacement.shape[:2] + (1,))
         if pair_features is None:
             raise ValueError("carry_gate needs pair_features (model.relation_features)")
-        share = CARRY_GAIN * nn.Dense(1, kernel_init=nn.initializers.zeros,
-                                      name="carry")(pair_features)
+        if self.carry_held_only:
+            if held is None:
+                raise ValueError("carry_held_only needs held (model.carry_held_only)")
+            # One learnt fraction per skill, not a function of the relations: repair data
+            # shows held objects only, all in alike scenes, so a linear function fitted to them
+            # picks up whatever is constant there (left of, behind the cup) and flips sign on
+            # other scenes; a held-only gate has no non-held rows to rule that out.
+            fraction = self.param("carry_fraction", nn.initializers.zeros, (1,))
+            share = CARRY_GAIN * fraction * held[..., None]
+        else:
+            share = CARRY_GAIN * nn.Dense(1, kernel_init=nn.initializers.zeros,
+                                          name="carry")(pair_features)
         share = jnp.where(is_moved[..., None], 0.0, share)  # [B, K, 1]
         moved = jnp.take_along_axis(displacement, obj[:, None, None], axis=1)  # [B, 1, dims]
         return latent_change, displacement + share * jax.lax.stop_gradient(moved), share

@@ -14,7 +14,7 @@ import ml_collections
 from f2p.models.dynamics import SkillDynamics
 from f2p.models.encoder import ObjectTokenizer
 from f2p.models.heads import PairRelationHead
-from f2p.scene import FIXTURE, PICK_PLACE, PUSH, SKILL_NAMES, Skill
+from f2p.scene import FIXTURE, PICK_PLACE, PUSH, REL, SKILL_NAMES, Skill
 
 
 class ModelOutput(NamedTuple):
@@ -61,6 +61,18 @@ def move_points(points: jax.Array, displacement: jax.Array, mask: jax.Array) -> 
     return points + offset[..., None, :]
 
 
+def held_probability(features: jax.Array) -> jax.Array:
+    """[B, K, 4R] action relations -> [B, K] probability that the moved object holds each one.
+
+    An object is held when it is inside the moved object, or above it and touching it. The
+    first R columns of SkillEffectNet.action_relations are r(i, moved); "above and touching"
+    is taken as independent events (a product), "inside or that" as the larger of the two.
+    """
+    to_moved = features[..., :len(REL)]
+    lying_on = to_moved[..., REL["above"]] * to_moved[..., REL["contact"]]
+    return jnp.maximum(to_moved[..., REL["inside"]], lying_on)
+
+
 class SkillEffectNet(nn.Module):
     """Flax module behind SkillEffectModel; every method takes a leading batch axis [B]."""
 
@@ -81,7 +93,7 @@ class SkillEffectNet(nn.Module):
                 mlp_ratio=cfg.mlp_ratio, latent_dim=cfg.latent_dim,
                 displacement_dims=cfg.displacement_dims, coord_scale=cfg.coord_scale,
                 has_support=(skill == PICK_PLACE), carry_gate=cfg.get("carry_gate", False),
-                name=f"dynamics_{name}")
+                carry_held_only=cfg.get("carry_held_only", False), name=f"dynamics_{name}")
             for skill, name in enumerate(SKILL_NAMES)
         ]
         self.relation_head = PairRelationHead(cfg.pair_hidden, cfg.num_relations)
@@ -106,7 +118,8 @@ class SkillEffectNet(nn.Module):
         """predict() plus the carry gate's share [B, K, 1] (zero without the gate)."""
         features = (self.action_relations(latents, mask, obj, support)
                     if self.config.relation_features else None)
-        outputs = [dynamics(latents, mask, obj, support, params, features)
+        held = held_probability(features) if self.config.get("carry_held_only") else None
+        outputs = [dynamics(latents, mask, obj, support, params, features, held)
                    for dynamics in self.dynamics]
         is_push = (skill == PUSH)[:, None, None]
         change, displacement, share = (jnp.where(is_push, push, pick) for pick, push in zip(
@@ -215,6 +228,8 @@ class SkillEffectModel:
         if config.get("carry_gate", False) and not config.get("relation_features", False):
             raise ValueError("model.carry_gate: True needs model.relation_features True "
                              "(the gate reads those relations)")
+        if config.get("carry_held_only", False) and not config.get("carry_gate", False):
+            raise ValueError("model.carry_held_only: True needs model.carry_gate True")
         object.__setattr__(self, "net", SkillEffectNet(config))
 
     def _half_extents(self, half_extents):
