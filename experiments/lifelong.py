@@ -258,8 +258,8 @@ def write(workdir: str, config, streams: dict[str, dict[str, list]],
              f"{size} episodes (repairs in the window); 95 % Wilson intervals. undetected: "
              "failed episodes in which no observation contradicted a prediction (the plan was "
              "executed as the model expected), which no mode can repair.", "",
-             reporting.finetune_settings(config.to_dict())
-             + " (one_shot's; the lifelong modes replay at the fraction above.)", "",
+             reporting.finetune_settings(config.to_dict()) + " The lifelong modes fine-tune "
+             "the same way, replaying at their own fraction (above).", "",
              "| task | mode | repairs | undetected | explored | "
              + " | ".join(f"episodes {w['start'] + 1}-{w['end']}" for w in spans)
              + " | whole stream |", "|" + " --- |" * (count + 6)]
