@@ -199,3 +199,17 @@ def test_held_only_gate_carries_only_what_the_moved_object_holds(trained):
         expected[row, int(skill.obj[row])] = 0.0
     np.testing.assert_allclose(np.asarray(share)[..., 0], expected, atol=1e-5)
     assert np.any(expected > 1e-3) and np.any(movable & (expected < 0.1))  # held and not held
+
+
+def test_finetune_state_names_the_option_a_gate_needs(trained):
+    from isaac_bridge import loop
+
+    model, params, _, _ = trained
+    saved = get_config("tiny")
+    with pytest.raises(ValueError, match="config.carry_gate: True needs config.relation_features"):
+        loop.finetune_state(model, params, saved, P, False, None, carry_gate=True)
+    with pytest.raises(ValueError, match="config.carry_held_only: True needs config.carry_gate"):
+        loop.finetune_state(model, params, saved, P, True, None, carry_held_only=True)
+    held = loop.finetune_state(model, params, saved, P, True, 1e-3, True, True)
+    assert held[0].config.carry_held_only and held[2].model.carry_held_only
+    assert held[2].finetune.learning_rate == 1e-3 and not saved.model.carry_gate
