@@ -75,6 +75,10 @@ def _episode_entry(result, spec, index: int, mode: str) -> dict[str, Any]:
             # whose plan the model itself expected to miss the goal (a low goal probability),
             # so that no observation contradicted a prediction.
             "goal_probability": float(result.record["plan"]["goal_probability"]),
+            # Every skeleton's best log goal probability: whether the model, when it gives up,
+            # also rates the skeleton that would have worked as hopeless.
+            "skeleton": int(result.record["plan"]["skeleton_index"]),
+            "skeleton_scores": list(result.record["plan"]["skeleton_scores"]),
             "explored": bool(result.record["plan"]["explored"]),
             "unmet_goal": list(result.record["unmet_goal"]),
             "statuses": [step["status"] for step in result.record["steps"]]}

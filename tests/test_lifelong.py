@@ -37,6 +37,10 @@ def test_tiny_lifelong_end_to_end_and_resume(tmp_path, tiny_checkpoint):
     for entry in entries:  # what an unrepaired failure is read from: the plan's own belief
         assert 0.0 <= entry["goal_probability"] <= 1.0
         assert isinstance(entry["unmet_goal"], list) and entry["statuses"]
+        scores = entry["skeleton_scores"]
+        assert 0 <= entry["skeleton"] < len(scores) and max(scores) <= 1e-6
+        if not entry["explored"]:  # the agent's own choice is its best-scored skeleton
+            assert np.isclose(np.exp(max(scores)), entry["goal_probability"], atol=1e-6)
     for entry in (e for e in entries if e["repaired"]):
         assert os.path.exists(tmp_path / entry["model"] / "params.npz")
         assert os.path.exists(tmp_path / entry["labels"])

@@ -194,7 +194,8 @@ def test_the_default_config_lists_every_section_in_order_with_a_command():
                                           "repair_probe", "demo", "repair_timing",
                                           "generalisation", "generalisation_tabletop",
                                           "generalisation_replay", "sim2real", "efficiency",
-                                          "sweep", "scaling", "lifelong"]
+                                          "sweep", "scaling", "lifelong", "lifelong_carry",
+                                          "lifelong_held"]
     assert sections[1].path == "results/fail2progress"
     assert all(s.command.startswith("python -m experiments.") for s in sections)
 

@@ -78,6 +78,17 @@ SECTIONS = (
     _section("scaling", "Scaling: particles x devices", "results/scaling", "scaling"),
     _section("lifelong", "Lifelong: every classified failure repaired in turn",
              "results/lifelong", "lifelong"),
+    _section("lifelong_carry", "Lifelong with relation inputs and the carry gate",
+             "results/lifelong_carry", "lifelong",
+             flags="--config.modes=one_shot,lifelong,lifelong_explore"
+                   " --config.relation_features=True --config.carry_gate=True"
+                   " --config.finetune.learning_rate=0.001 --config.finetune.replay_fraction=0.5"),
+    _section("lifelong_held", "Lifelong on tabletop with the carry gate for held objects only",
+             "results/lifelong_held", "lifelong",
+             flags="--config.tasks=tabletop --config.modes=one_shot,lifelong,lifelong_explore"
+                   " --config.relation_features=True --config.carry_gate=True"
+                   " --config.carry_held_only=True --config.finetune.learning_rate=0.001"
+                   " --config.finetune.replay_fraction=0.5"),
 )
 
 
