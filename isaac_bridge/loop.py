@@ -109,9 +109,8 @@ def make_setup(config, workdir: str, names: list[str], repairers: bool = True) -
     """Loads the model, starts the simulator, and makes (or reads) each task's replay data.
 
     config.relation_features, config.carry_gate, config.carry_held_only and
-    config.finetune.learning_rate go to
-    finetune_state (with relation inputs and the carry gate the base agent plans as before, up
-    to float rounding; repairs train them).
+    config.finetune.learning_rate go to finetune_state (with relation inputs and the carry gate
+    the base agent plans as before, up to float rounding; repairs train them).
 
     With repairers=False no replay data is made and Setup.repairers is empty (studies that
     only collect failures or time the generators).

@@ -11,7 +11,7 @@ from f2p import train
 from f2p.io import pretrained
 from f2p.models import SkillEffectModel, get_config
 from f2p.models import model as model_lib
-from f2p.models.dynamics import CARRY_GAIN
+from f2p.models.dynamics import CARRY_GAIN, held_probability
 from f2p.scene import FIXTURE, PICK_PLACE, PUSH, REL, Skill, Transition
 
 
@@ -167,7 +167,7 @@ def test_held_probability_is_inside_or_lying_on_the_moved_object():
     features[0, 1, REL["above"]], features[0, 1, REL["contact"]] = 0.8, 0.5  # lying on it
     features[0, 2, REL["contact"]] = 1.0  # touching it from the side
     features[0, 3, num + REL["inside"]] = 1.0  # the moved object is inside this one
-    held = np.asarray(model_lib.held_probability(features))
+    held = np.asarray(held_probability(features))
     np.testing.assert_allclose(held, [[0.9, 0.4, 0.0, 0.0]], atol=1e-6)
 
 
@@ -194,7 +194,7 @@ def test_held_only_gate_carries_only_what_the_moved_object_holds(trained):
     _, displacement, share = net.apply(gated_params, latents, mask, kind, *skill,
                                        method=net._predict)
     movable = mask & (kind != FIXTURE)
-    expected = np.where(movable, 0.5 * np.asarray(model_lib.held_probability(features)), 0.0)
+    expected = np.where(movable, 0.5 * np.asarray(held_probability(features)), 0.0)
     for row in range(2):
         expected[row, int(skill.obj[row])] = 0.0
     np.testing.assert_allclose(np.asarray(share)[..., 0], expected, atol=1e-5)

@@ -95,7 +95,7 @@ def loop_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     # .carry_gate, SkillEffectNet.step); needs relation_features. Zero-initialised on the base.
     config.carry_gate = False
     # With carry_gate: only objects the moved one holds (inside it, or on it and touching;
-    # f2p.models.model.held_probability) take a share, one learnt fraction per skill. Without
+    # f2p.models.dynamics.held_probability) take a share, one learnt fraction per skill. Without
     # it, repair data in which the contents always touch their cup taught the gate that
     # touching carries: lifting an item out of a cup moved the cup too (README, the probe).
     config.carry_held_only = False

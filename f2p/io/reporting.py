@@ -139,8 +139,8 @@ def finetune_settings(config: dict[str, Any]) -> str:
     Args:
       config: the run's config as a dict, with a `finetune` section (steps, replay_fraction and
         optionally learning_rate) and optionally relation_features, carry_gate and
-        carry_held_only; absent
-        options read as their defaults (learning rate 3e-4, both options off).
+        carry_held_only; absent fields read as their defaults (learning rate 3e-4, options
+        off).
     """
     finetune = config["finetune"]
     return (f"Fine-tune: {finetune['steps']} steps, learning rate "

@@ -48,7 +48,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # (SkillDynamics.carry_gate, SkillEffectNet.step; needs relation_features). Off for the base.
     model.carry_gate = False
     # With carry_gate: an object's share is one learnt fraction times the probability that the
-    # moved object holds it (inside it, or on it and touching; model.held_probability).
+    # moved object holds it (inside it, or on it and touching; dynamics.held_probability).
     model.carry_held_only = False
 
     loss = config.loss = ml_collections.ConfigDict()

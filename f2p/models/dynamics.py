@@ -6,10 +6,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from f2p.scene import REL
+
 CARRY_GAIN = 30.0
 """Factor on the carry gate's linear output. Adam moves a weight by about the learning rate per
 step, so a unit share from a unit relation probability would take 1 / lr steps (1000 at 1e-3)
 without it; with it, a 200-step fine-tune can learn a full carry."""
+
+
+
+def held_probability(pair_features: jax.Array) -> jax.Array:
+    """[B, K, 4R] action relations -> [B, K] probability that the moved object holds each one.
+
+    An object is held when it is inside the moved object, or above it and touching it. The
+    first R columns of SkillEffectNet.action_relations are r(i, moved); "above and touching"
+    is taken as independent events (a product), "inside or that" as the larger of the two.
+    """
+    to_moved = pair_features[..., :len(REL)]
+    lying_on = to_moved[..., REL["above"]] * to_moved[..., REL["contact"]]
+    return jnp.maximum(to_moved[..., REL["inside"]], lying_on)
+
 
 # Role of an object token: why role embeddings instead of per-slot embeddings (see SkillDynamics).
 ROLE_OTHER, ROLE_MOVED, ROLE_SUPPORT = 0, 1, 2
@@ -55,7 +71,7 @@ class SkillDynamics(nn.Module):
       carry_gate: add to each other object's displacement a share of the moved object's,
         linear in its pair_features (zero-initialised; see __call__).
       carry_held_only: with carry_gate, make each share a learnt fraction (one per skill)
-        times the probability that the moved object holds that object (`held`, see __call__).
+        times the probability that the moved object holds that object (held_probability).
     """
 
     width: int
@@ -70,7 +86,7 @@ class SkillDynamics(nn.Module):
     carry_held_only: bool = False
 
     @nn.compact
-    def __call__(self, latents, mask, obj, support, params, pair_features=None, held=None):
+    def __call__(self, latents, mask, obj, support, params, pair_features=None):
         """Predicts the latent change [B, K, D], displacement [B, K, dims] (model units), share.
 
         Args:
@@ -83,15 +99,14 @@ class SkillDynamics(nn.Module):
             object and the support (SkillEffectNet.action_relations), added to the object
             tokens through a zero-initialised projection, so that enabling them leaves a
             trained model's outputs unchanged until it is trained further.
-          held: [B, K] probability that the moved object holds each object (contents inside
-            it, or lying on it); needed by carry_held_only, unused otherwise.
 
         With carry_gate, object i's displacement gains share_i [B, K, 1] times the moved
         object's predicted displacement (no gradient into the latter), share_i a
         zero-initialised linear function of pair_features and 0 for the moved object itself. A
         fine-tune can then learn "what is inside or on the moved object moves with it" as a
         rule of those relations, the same in every scene, instead of from absolute positions.
-        Without it share is zero. With carry_held_only share_i is instead held_i times one
+        Without it share is zero. With carry_held_only share_i is instead held_i (the
+        probability that the moved object holds object i, held_probability) times one
         zero-initialised fraction: an object the moved one does not hold (a container whose
         contents are lifted out, a neighbour in contact) cannot be carried, which the linear
         gate, fitted to repair data where holding and touching always occur together, got
@@ -141,14 +156,12 @@ class SkillDynamics(nn.Module):
         if pair_features is None:
             raise ValueError("carry_gate needs pair_features (model.relation_features)")
         if self.carry_held_only:
-            if held is None:
-                raise ValueError("carry_held_only needs held (model.carry_held_only)")
             # One learnt fraction per skill, not a function of the relations: repair data
             # shows held objects only, all in alike scenes, so a linear function fitted to them
             # picks up whatever is constant there (left of, behind the cup) and flips sign on
             # other scenes; a held-only gate has no non-held rows to rule that out.
             fraction = self.param("carry_fraction", nn.initializers.zeros, (1,))
-            share = CARRY_GAIN * fraction * held[..., None]
+            share = CARRY_GAIN * fraction * held_probability(pair_features)[..., None]
         else:
             share = CARRY_GAIN * nn.Dense(1, kernel_init=nn.initializers.zeros,
                                           name="carry")(pair_features)

@@ -14,7 +14,7 @@ import ml_collections
 from f2p.models.dynamics import SkillDynamics
 from f2p.models.encoder import ObjectTokenizer
 from f2p.models.heads import PairRelationHead
-from f2p.scene import FIXTURE, PICK_PLACE, PUSH, REL, SKILL_NAMES, Skill
+from f2p.scene import FIXTURE, PICK_PLACE, PUSH, SKILL_NAMES, Skill
 
 
 class ModelOutput(NamedTuple):
@@ -59,18 +59,6 @@ def move_points(points: jax.Array, displacement: jax.Array, mask: jax.Array) -> 
     offset = jnp.pad(displacement, [(0, 0)] * (displacement.ndim - 1) + [(0, pad)])
     offset = jnp.where(mask[..., None], offset, 0.0)
     return points + offset[..., None, :]
-
-
-def held_probability(features: jax.Array) -> jax.Array:
-    """[B, K, 4R] action relations -> [B, K] probability that the moved object holds each one.
-
-    An object is held when it is inside the moved object, or above it and touching it. The
-    first R columns of SkillEffectNet.action_relations are r(i, moved); "above and touching"
-    is taken as independent events (a product), "inside or that" as the larger of the two.
-    """
-    to_moved = features[..., :len(REL)]
-    lying_on = to_moved[..., REL["above"]] * to_moved[..., REL["contact"]]
-    return jnp.maximum(to_moved[..., REL["inside"]], lying_on)
 
 
 class SkillEffectNet(nn.Module):
@@ -118,8 +106,7 @@ class SkillEffectNet(nn.Module):
         """predict() plus the carry gate's share [B, K, 1] (zero without the gate)."""
         features = (self.action_relations(latents, mask, obj, support)
                     if self.config.relation_features else None)
-        held = held_probability(features) if self.config.get("carry_held_only") else None
-        outputs = [dynamics(latents, mask, obj, support, params, features, held)
+        outputs = [dynamics(latents, mask, obj, support, params, features)
                    for dynamics in self.dynamics]
         is_push = (skill == PUSH)[:, None, None]
         change, displacement, share = (jnp.where(is_push, push, pick) for pick, push in zip(
